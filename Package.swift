@@ -1,0 +1,49 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "composefs-swift",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "mkcomposefs", targets: ["mkcomposefs"]),
+        .executable(name: "composefs-info", targets: ["composefs-info"]),
+        .executable(name: "composefs-dump", targets: ["composefs-dump"]),
+        .library(name: "ComposeFS", targets: ["ComposeFS"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+    ],
+    targets: [
+        // Syscalls Swift cannot reach directly (ioctls, variadic syscall()).
+        .target(name: "CComposeFSSys"),
+        .target(
+            name: "FsVerity",
+            dependencies: ["CComposeFSSys", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "EROFS"),
+        .target(name: "ComposeFS", dependencies: ["EROFS", "FsVerity", "CComposeFSSys"]),
+        .target(name: "Dumpfile", dependencies: ["ComposeFS", "EROFS", "FsVerity"]),
+        // Argument handling and error reporting shared by the executables.
+        .target(name: "ComposeFSCLI", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .executableTarget(
+            name: "mkcomposefs",
+            dependencies: [
+                "ComposeFS", "CComposeFSSys", "Dumpfile", "FsVerity", "ComposeFSCLI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(
+            name: "composefs-info",
+            dependencies: [
+                "ComposeFS", "Dumpfile", "FsVerity", "ComposeFSCLI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .executableTarget(
+            name: "composefs-dump",
+            dependencies: [
+                "ComposeFS", "Dumpfile", "FsVerity", "ComposeFSCLI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .testTarget(name: "FsVerityTests", dependencies: ["FsVerity"]),
+        .testTarget(name: "ComposeFSTests", dependencies: ["ComposeFS", "Dumpfile", "EROFS", "FsVerity"]),
+    ]
+)

@@ -1,0 +1,43 @@
+// Thin wrappers for Linux syscalls and ioctls that Swift cannot call directly
+// (variadic ioctl()/syscall(), _GNU_SOURCE-only declarations).
+// Every function returns 0 (or a non-negative count) on success and -errno on failure.
+#ifndef CCOMPOSEFS_SYS_H
+#define CCOMPOSEFS_SYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* FS_IOC_ENABLE_VERITY with no salt and no signature. */
+int cfs_fsverity_enable(int fd, uint32_t hash_algorithm, uint32_t block_size);
+
+/* FS_IOC_MEASURE_VERITY. On entry *digest_size is the capacity of digest;
+   on success it holds the digest length and *hash_algorithm the algorithm. */
+int cfs_fsverity_measure(int fd, uint16_t *hash_algorithm, uint8_t *digest, uint16_t *digest_size);
+
+/* FICLONE: make dest_fd share all of src_fd's extents. */
+int cfs_ficlone(int dest_fd, int src_fd);
+
+/* copy_file_range(2) on the current file offsets. */
+ssize_t cfs_copy_file_range(int fd_in, int fd_out, size_t len);
+
+/* getdents64(2): fills buf with struct linux_dirent64 records. */
+ssize_t cfs_getdents64(int fd, void *buf, size_t len);
+
+/* Field accessors for one linux_dirent64 record at p. */
+uint64_t cfs_dirent64_ino(const void *p);
+uint16_t cfs_dirent64_reclen(const void *p);
+uint8_t cfs_dirent64_type(const void *p);
+const char *cfs_dirent64_name(const void *p);
+
+/* llistxattr/lgetxattr (<sys/xattr.h> is not part of Swift's Glibc module). */
+ssize_t cfs_llistxattr(const char *path, char *list, size_t size);
+ssize_t cfs_lgetxattr(const char *path, const char *name, void *value, size_t size);
+
+/* mkostemp(3) with O_CLOEXEC: template ends in XXXXXX and is rewritten. */
+int cfs_mkostemp_cloexec(char *template_path);
+
+/* CPUs this process may run on (sched_getaffinity), or the online CPU count. */
+int cfs_available_cpus(void);
+
+#endif

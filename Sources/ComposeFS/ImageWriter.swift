@@ -1,0 +1,745 @@
+// Serializes a tree into a composefs EROFS image, byte for byte as the
+// reference libcomposefs writer does (images are reproducible: the same tree
+// must always give the same digest, whichever implementation built it).
+
+import EROFS
+
+/// Image format versions: 0 is the original; 1 marks directories holding escaped
+/// whiteouts with an opaque=x xattr.
+public struct ImageOptions: Sendable {
+    public static let maxSupportedVersion: UInt32 = 1
+    public static let defaultMinVersion: UInt32 = 0
+    public static let defaultMaxVersion: UInt32 = 1
+
+    /// The base version; raised up to `maxVersion` only if the tree needs it.
+    public var minVersion: UInt32
+    public var maxVersion: UInt32
+
+    public init(minVersion: UInt32 = defaultMinVersion, maxVersion: UInt32 = defaultMaxVersion) {
+        self.minVersion = minVersion
+        self.maxVersion = maxVersion
+    }
+}
+
+public enum ImageWriteError: Error, CustomStringConvertible {
+    case unsupportedVersion(UInt32)
+    case invalidNode(path: [UInt8], reason: String)
+    case output(String)
+
+    public var description: String {
+        switch self {
+        case let .unsupportedVersion(v):
+            return "unsupported format version \(v) (maximum is \(ImageOptions.maxSupportedVersion))"
+        case let .invalidNode(path, reason): return "\(displayPath(path)): \(reason)"
+        case let .output(message): return message
+        }
+    }
+}
+
+func displayPath(_ path: [UInt8]) -> String { path.isEmpty ? "/" : displayBytes(path) }
+
+/// Overlayfs xattr names composefs writes or escapes.
+enum OverlayXattr {
+    static let prefix = Array("trusted.overlay.".utf8)
+    static let escapePrefix = Array("trusted.overlay.overlay.".utf8)
+    static let metacopy = Array("trusted.overlay.metacopy".utf8)
+    static let redirect = Array("trusted.overlay.redirect".utf8)
+    static let opaque = Array("trusted.overlay.opaque".utf8)
+    static let escapedWhiteout = Array("trusted.overlay.overlay.whiteout".utf8)
+    static let escapedWhiteouts = Array("trusted.overlay.overlay.whiteouts".utf8)
+    static let escapedOpaque = Array("trusted.overlay.overlay.opaque".utf8)
+    static let userWhiteout = Array("user.overlay.whiteout".utf8)
+    static let userWhiteouts = Array("user.overlay.whiteouts".utf8)
+    static let userOpaque = Array("user.overlay.opaque".utf8)
+    static let aclAccess = Array("system.posix_acl_access".utf8)
+    static let aclDefault = Array("system.posix_acl_default".utf8)
+    static let selinux = Array("security.selinux".utf8)
+}
+
+extension Array where Element == UInt8 {
+    func hasPrefix(_ prefix: [UInt8]) -> Bool {
+        count >= prefix.count && self[0..<prefix.count].elementsEqual(prefix)
+    }
+}
+
+public enum ImageWriter {
+    /// The format version actually used for a tree: `minVersion`, raised to 1 when
+    /// the tree contains whiteouts and `maxVersion` allows it.
+    public static func effectiveVersion(for root: Inode, options: ImageOptions) -> UInt32 {
+        let maxVersion = max(options.maxVersion, options.minVersion)
+        guard options.minVersion < 1 && maxVersion >= 1 else { return options.minVersion }
+        var stack = [root]
+        while let inode = stack.popLast() {
+            if inode.isWhiteout { return 1 }
+            for entry in inode.entries where !entry.isHardlink { stack.append(entry.inode) }
+        }
+        return options.minVersion
+    }
+
+    /// Writes the image of `root`, handing it out in block-aligned chunks.
+    public static func write(
+        root: Inode, options: ImageOptions,
+        output: (UnsafeRawBufferPointer) throws -> Void
+    ) throws(ImageWriteError) {
+        guard options.minVersion <= ImageOptions.maxSupportedVersion else {
+            throw .unsupportedVersion(options.minVersion)
+        }
+        guard options.maxVersion <= ImageOptions.maxSupportedVersion else {
+            throw .unsupportedVersion(options.maxVersion)
+        }
+        guard root.isDirectory else { throw .invalidNode(path: [], reason: "root must be a directory") }
+        let version = effectiveVersion(for: root, options: options)
+        var layout = try ImageLayout(root: root, version: version)
+        try layout.emit(output: output)
+    }
+
+    /// The whole image in memory.
+    public static func image(root: Inode, options: ImageOptions = ImageOptions()) throws(ImageWriteError) -> [UInt8] {
+        var image: [UInt8] = []
+        try write(root: root, options: options) { image.append(contentsOf: $0) }
+        return image
+    }
+}
+
+/// One inode as written: the source inode after composefs' rewrites (overlay
+/// xattrs, escaped whiteouts) plus its EROFS placement.
+struct WriterNode {
+    let source: Inode
+    var mode: UInt32
+    var size: UInt64
+    var nlink: UInt32
+    var rdev: UInt32
+    var xattrs: XattrList
+    /// Per xattr (sorted order): byte offset in the shared area, or -1 if inline.
+    var sharedOffsets: [Int] = []
+    /// Directory entries in name order, including "." and "..": (name, node index).
+    var dirents: [(name: [UInt8], target: Int)] = []
+    var parent: Int
+
+    // Placement, as computed by `layoutInodes`.
+    var compact = false
+    var padding = 0
+    var xattrSize = 0
+    var inodeSize = 0
+    var nid: UInt64 = 0
+    var blockCount = 0
+    var tailSize = 0
+
+    var fileType: UInt32 { mode & FileMode.typeMask }
+    var hasInlineContent: Bool { source.content != nil }
+}
+
+/// The node graph in breadth-first order and everything derived from it.
+struct ImageLayout {
+    static let blockSize = EROFSConstants.blockSize
+    static let slotSize = EROFSConstants.slotSize
+
+    let version: UInt32
+    var nodes: [WriterNode] = []
+    var minMtime = Timestamp.zero
+    var hasACL = false
+    var sharedXattrs: [Xattr] = []
+    var sharedXattrSize = 0
+    var inodesEnd = 0
+    var dataBlockCount = 0
+
+    init(root: Inode, version: UInt32) throws(ImageWriteError) {
+        self.version = version
+        let prepared = try Self.rewrite(root: root, version: version)
+        try orderBreadthFirst(root: root, prepared: prepared)
+        computeSharedXattrs()
+        layoutInodes()
+    }
+
+    // MARK: Rewrite
+
+    /// The composefs rewrites, applied depth-first in entry order as the reference
+    /// does (the order matters for which xattr wins and for the space accounting).
+    private static func rewrite(root: Inode, version: UInt32) throws(ImageWriteError) -> [ObjectIdentifier: XattrList] {
+        var prepared: [ObjectIdentifier: XattrList] = [:]
+        var path: [UInt8] = []
+
+        func visit(_ inode: Inode, parent: Inode) throws(ImageWriteError) {
+            try validate(inode, path: path)
+            var xattrs = inode.xattrList
+            // Escape existing trusted.overlay.* so overlayfs doesn't interpret them.
+            for (i, x) in xattrs.items.enumerated() where x.key.hasPrefix(OverlayXattr.prefix) {
+                xattrs.rename(at: i, to: OverlayXattr.escapePrefix + x.key[OverlayXattr.prefix.count...])
+            }
+            do throws(TreeError) {
+                if inode.isRegular && inode.size > 0 && inode.content == nil {
+                    var metacopy: [UInt8] = []
+                    if let digest = inode.digest {
+                        // struct ovl_metacopy: version 0, length, flags 0, fs-verity algorithm 1 (SHA-256).
+                        metacopy = [0, UInt8(4 + digest.count), 0, 1] + digest
+                    }
+                    try xattrs.set(OverlayXattr.metacopy, metacopy, external: true)
+                    if let payload = inode.payload, !payload.isEmpty {
+                        try xattrs.set(OverlayXattr.redirect, [UInt8(ascii: "/")] + payload, external: true)
+                    }
+                }
+                if inode.isWhiteout {
+                    try xattrs.set(OverlayXattr.escapedWhiteout, [], external: true)
+                    try xattrs.set(OverlayXattr.userWhiteout, [], external: true)
+                    var parentXattrs = prepared[ObjectIdentifier(parent)] ?? parent.xattrList
+                    try parentXattrs.set(OverlayXattr.escapedWhiteouts, [], external: true)
+                    try parentXattrs.set(OverlayXattr.userWhiteouts, [], external: true)
+                    if version >= 1 {
+                        try parentXattrs.set(OverlayXattr.escapedOpaque, [UInt8(ascii: "x")], external: true)
+                        try parentXattrs.set(OverlayXattr.userOpaque, [UInt8(ascii: "x")], external: true)
+                    }
+                    prepared[ObjectIdentifier(parent)] = parentXattrs
+                }
+            } catch {
+                throw .invalidNode(path: path, reason: error.description)
+            }
+            prepared[ObjectIdentifier(inode)] = xattrs
+            guard inode.isDirectory else { return }
+            for entry in inode.entries where !entry.isHardlink {
+                let saved = path.count
+                path.append(UInt8(ascii: "/"))
+                path.append(contentsOf: entry.name)
+                try visit(entry.inode, parent: inode)
+                path.removeSubrange(saved...)
+            }
+        }
+        try visit(root, parent: root)
+        do throws(TreeError) {
+            try prepared[ObjectIdentifier(root)]?.set(OverlayXattr.opaque, [UInt8(ascii: "y")], external: true)
+        } catch {
+            throw .invalidNode(path: [], reason: error.description)
+        }
+        return prepared
+    }
+
+    private static func validate(_ inode: Inode, path: [UInt8]) throws(ImageWriteError) {
+        func fail(_ reason: String) -> ImageWriteError { .invalidNode(path: path, reason: reason) }
+        guard FileMode.isValidType(inode.mode) else {
+            throw fail("invalid file mode 0" + String(inode.mode, radix: 8))
+        }
+        if !inode.isDirectory && !inode.entries.isEmpty { throw fail("only directories can have children") }
+        if inode.isSymlink {
+            guard let target = inode.payload, !target.isEmpty else { throw fail("symlink has no target") }
+            guard target.count < Limits.pathMax else { throw fail("symlink target longer than \(Limits.pathMax - 1) bytes") }
+        }
+        if inode.isRegular {
+            if let content = inode.content {
+                guard UInt64(content.count) == inode.size else {
+                    throw fail("inline content is \(content.count) bytes but the size is \(inode.size)")
+                }
+                guard content.count <= Limits.inlineContentMax else {
+                    throw fail("inline content larger than \(Limits.inlineContentMax) bytes")
+                }
+            } else if inode.size > 0 && ChunkLayout.chunkCount(fileSize: inode.size) > UInt64(ChunkLayout.maxChunks) {
+                throw fail("file too big (\(inode.size) bytes)")
+            }
+            if let digest = inode.digest, digest.count != Limits.digestSize {
+                throw fail("fs-verity digest must be \(Limits.digestSize) bytes")
+            }
+        }
+    }
+
+    // MARK: Breadth-first order
+
+    /// Orders inodes breadth-first (root, its children in name order, ...), adds
+    /// the root's 00..ff whiteouts and the "." / ".." entries, and finalizes
+    /// per-inode attributes.
+    private mutating func orderBreadthFirst(root: Inode, prepared: [ObjectIdentifier: XattrList]) throws(ImageWriteError) {
+        // The root's whiteouts hide the object store's 00..ff directories when the
+        // image is stacked over it; they take the root's owner, mtime and label.
+        let rootEntries = Self.merge(
+            root.entries, Self.rootWhiteouts(root: root, rootXattrs: prepared[ObjectIdentifier(root)] ?? root.xattrList))
+
+        func makeNode(_ inode: Inode, parent: Int) -> WriterNode {
+            // Only inodes of the input tree were rewritten; the added whiteouts stay as they are.
+            guard let xattrs = prepared[ObjectIdentifier(inode)] else {
+                return WriterNode(source: inode, mode: inode.mode, size: 0, nlink: inode.nlink, rdev: 0,
+                                  xattrs: inode.xattrList, parent: parent)
+            }
+            var node = WriterNode(
+                source: inode, mode: inode.mode, size: inode.size, nlink: inode.nlink, rdev: inode.rdev,
+                xattrs: xattrs, parent: parent)
+            if inode.isWhiteout {
+                // Whiteouts inside the image are escaped as empty regular files.
+                node.mode = FileMode.regular | (inode.mode & ~FileMode.typeMask)
+                node.size = 0
+            }
+            if inode.isSymlink { node.size = UInt64(inode.payload?.count ?? 0) }
+            return node
+        }
+
+        var index: [ObjectIdentifier: Int] = [:]
+        index.reserveCapacity(prepared.count + 256)
+        nodes.reserveCapacity(prepared.count + 256)
+        nodes.append(makeNode(root, parent: 0))
+        index[ObjectIdentifier(root)] = 0
+        var head = 0
+        while head < nodes.count {
+            let inode = nodes[head].source
+            if inode.isDirectory {
+                for entry in head == 0 ? rootEntries : inode.entries where !entry.isHardlink {
+                    index[ObjectIdentifier(entry.inode)] = nodes.count
+                    nodes.append(makeNode(entry.inode, parent: head))
+                }
+            }
+            head += 1
+        }
+
+        minMtime = root.mtime
+        for i in nodes.indices {
+            let inode = nodes[i].source
+            if inode.isDirectory {
+                let entries = i == 0 ? rootEntries : inode.entries
+                var dirents: [(name: [UInt8], target: Int)] = []
+                dirents.reserveCapacity(entries.count + 2)
+                var subdirectories = 0
+                for entry in entries {
+                    guard let target = index[ObjectIdentifier(entry.inode)] else {
+                        throw .invalidNode(path: [], reason: "hard link '\(displayBytes(entry.name))' points outside the tree")
+                    }
+                    if !entry.isHardlink && entry.inode.isDirectory { subdirectories += 1 }
+                    dirents.append((entry.name, target))
+                }
+                Self.insertDotEntries(&dirents, this: i, parent: nodes[i].parent)
+                nodes[i].dirents = dirents
+                nodes[i].nlink = UInt32(2 + subdirectories)
+            }
+            nodes[i].xattrs.sortByKey()
+            if inode.mtime < minMtime { minMtime = inode.mtime }
+            if nodes[i].xattrs.value(OverlayXattr.aclAccess) != nil || nodes[i].xattrs.value(OverlayXattr.aclDefault) != nil {
+                hasACL = true
+            }
+        }
+    }
+
+    /// Character-device whiteouts named 00..ff for the root, skipping names in use.
+    private static func rootWhiteouts(root: Inode, rootXattrs: XattrList) -> [DirectoryEntry] {
+        let hex = Array("0123456789abcdef".utf8)
+        let selinux = rootXattrs.value(OverlayXattr.selinux)
+        var result: [DirectoryEntry] = []
+        result.reserveCapacity(256)
+        for i in 0..<256 {
+            let name = [hex[i >> 4], hex[i & 15]]
+            if root.entry(named: name) != nil { continue }
+            let whiteout = Inode(mode: FileMode.characterDevice | 0o644)
+            whiteout.uid = root.uid
+            whiteout.gid = root.gid
+            whiteout.mtime = root.mtime
+            if let selinux { try? whiteout.setXattr(OverlayXattr.selinux, selinux) }
+            result.append(DirectoryEntry(name: name, inode: whiteout, isHardlink: false))
+        }
+        return result
+    }
+
+    /// Merges two name-sorted entry lists.
+    private static func merge(_ a: [DirectoryEntry], _ b: [DirectoryEntry]) -> [DirectoryEntry] {
+        var result: [DirectoryEntry] = []
+        result.reserveCapacity(a.count + b.count)
+        var i = 0
+        var j = 0
+        while i < a.count && j < b.count {
+            if compareBytes(a[i].name, b[j].name) < 0 {
+                result.append(a[i]); i += 1
+            } else {
+                result.append(b[j]); j += 1
+            }
+        }
+        result.append(contentsOf: a[i...])
+        result.append(contentsOf: b[j...])
+        return result
+    }
+
+    private static let dot: [UInt8] = [0x2E]
+    private static let dotDot: [UInt8] = [0x2E, 0x2E]
+
+    /// Inserts "." and ".." at their sorted positions (names like "-x" sort before them).
+    private static func insertDotEntries(_ dirents: inout [(name: [UInt8], target: Int)], this: Int, parent: Int) {
+        for (name, target) in [(dot, this), (dotDot, parent)] {
+            var low = 0
+            var high = dirents.count
+            while low < high {
+                let mid = (low + high) / 2
+                if compareBytes(dirents[mid].name, name) < 0 { low = mid + 1 } else { high = mid }
+            }
+            dirents.insert((name, target), at: low)
+        }
+    }
+
+    // MARK: Shared xattrs
+
+    /// Xattrs (key and value) used by more than one inode go to the shared area,
+    /// in descending (key, value length, value) order.
+    private mutating func computeSharedXattrs() {
+        var counts: [Xattr: Int] = [:]
+        for node in nodes {
+            for x in node.xattrs.items { counts[x, default: 0] += 1 }
+        }
+        sharedXattrs = counts.compactMap { $0.value > 1 ? $0.key : nil }
+        sharedXattrs.sort { a, b in
+            let c = compareBytes(a.key, b.key)
+            if c != 0 { return c > 0 }
+            if a.value.count != b.value.count { return a.value.count > b.value.count }
+            return compareBytes(a.value, b.value) > 0
+        }
+        var offsets: [Xattr: Int] = [:]
+        offsets.reserveCapacity(sharedXattrs.count)
+        var offset = 0
+        for x in sharedXattrs {
+            offsets[x] = offset
+            offset += Self.xattrEntrySize(x)
+        }
+        sharedXattrSize = offset
+        for i in nodes.indices {
+            var shared = 0
+            nodes[i].sharedOffsets = nodes[i].xattrs.items.map { x in
+                if let offset = offsets[x], shared < Int(EROFSConstants.xattrLongPrefix) {
+                    shared += 1
+                    return offset
+                }
+                return -1
+            }
+        }
+    }
+
+    static func xattrEntrySize(_ x: Xattr) -> Int {
+        XattrEntry.encodedSize(suffixLength: EROFSXattrPrefix.split(x.key).suffix.count, valueLength: x.value.count)
+    }
+
+    // MARK: Inode placement
+
+    private mutating func layoutInodes() {
+        let blockSize = Self.blockSize
+        var pos = EROFSConstants.superblockOffset + Superblock.size
+        let metaStart = pos & ~(blockSize - 1)
+        for i in nodes.indices {
+            computeDataSize(&nodes[i])
+            nodes[i].compact = fitsCompact(nodes[i])
+            let inodeSize = nodes[i].compact ? InodeHeader.compactSize : InodeHeader.extendedSize
+            var sharedCount = 0
+            var unsharedSize = 0
+            for (x, offset) in zip(nodes[i].xattrs.items, nodes[i].sharedOffsets) {
+                if offset >= 0 { sharedCount += 1 } else { unsharedSize += Self.xattrEntrySize(x) }
+            }
+            let xattrSize =
+                sharedCount == 0 && unsharedSize == 0
+                ? 0 : (XattrBodyHeader.size + sharedCount * 4 + unsharedSize + 3) & ~3
+            nodes[i].xattrSize = xattrSize
+
+            let start = (pos + Self.slotSize - 1) & ~(Self.slotSize - 1)
+            nodes[i].padding = start - pos
+            pos = start
+            let extra = tailPadding(&nodes[i], pos: pos, inodeSize: inodeSize, xattrSize: xattrSize)
+            nodes[i].padding += extra
+            pos += extra
+            nodes[i].inodeSize = inodeSize + xattrSize + nodes[i].tailSize
+            dataBlockCount += nodes[i].blockCount
+            nodes[i].nid = UInt64((pos - metaStart) / Self.slotSize)
+            pos += nodes[i].inodeSize
+        }
+        inodesEnd = (pos + Self.slotSize - 1) & ~(Self.slotSize - 1)
+    }
+
+    /// How much data goes to full blocks and how much is inlined after the inode.
+    private func computeDataSize(_ node: inout WriterNode) {
+        let blockSize = Self.blockSize
+        switch node.fileType {
+        case FileMode.directory:
+            var blocks = 0
+            var used = 0
+            for d in node.dirents {
+                let length = Dirent.size + d.name.count
+                if used + length > blockSize {
+                    blocks += 1
+                    used = 0
+                }
+                used += length
+            }
+            // Never inline more than half a block.
+            if used > blockSize / 2 {
+                blocks += 1
+                used = 0
+            }
+            node.blockCount = blocks
+            node.tailSize = used
+        case FileMode.symlink:
+            node.blockCount = 0
+            node.tailSize = node.source.payload?.count ?? 0
+        case FileMode.regular where node.size > 0:
+            if node.hasInlineContent {
+                node.blockCount = Int(node.size) / blockSize
+                node.tailSize = Int(node.size) % blockSize
+                if node.tailSize > blockSize / 2 {
+                    node.blockCount += 1
+                    node.tailSize = 0
+                }
+            } else {
+                node.blockCount = 0
+                node.tailSize = Int(ChunkLayout.chunkCount(fileSize: node.size)) * 4
+            }
+        default:
+            node.blockCount = 0
+            node.tailSize = 0
+        }
+    }
+
+    private func fitsCompact(_ node: WriterNode) -> Bool {
+        guard node.source.mtime == minMtime else { return false }
+        guard node.nlink <= UInt32(UInt16.max), node.source.uid <= UInt32(UInt16.max),
+            node.source.gid <= UInt32(UInt16.max)
+        else { return false }
+        let size =
+            node.fileType == FileMode.directory
+            ? UInt64(node.blockCount * Self.blockSize + node.tailSize) : node.size
+        return size <= UInt64(UInt32.max)
+    }
+
+    /// Padding before an inode so its inline tail does not cross a block boundary;
+    /// moves the tail to a full block when it cannot fit.
+    private func tailPadding(_ node: inout WriterNode, pos: Int, inodeSize: Int, xattrSize: Int) -> Int {
+        let blockSize = Self.blockSize
+        let nonTail = inodeSize + xattrSize
+        let total = nonTail + node.tailSize
+        if node.fileType == FileMode.symlink {
+            // A symlink's inode and target share a block when possible.
+            if total / blockSize > 0 {
+                node.blockCount += 1
+                node.tailSize = 0
+            }
+            if pos / blockSize != (pos + total - 1) / blockSize {
+                return roundUp(pos, blockSize) - pos
+            }
+            return 0
+        }
+        var remainder = blockSize - (pos + nonTail) % blockSize
+        if remainder < node.tailSize {
+            let extra = roundUp(remainder, Self.slotSize)
+            remainder = blockSize - (pos + nonTail + extra) % blockSize
+            if node.tailSize <= remainder { return extra }
+            node.blockCount += 1
+            node.tailSize = 0
+            return roundUp(pos, blockSize) - pos
+        }
+        return 0
+    }
+
+    // MARK: Emit
+
+    func emit(output: (UnsafeRawBufferPointer) throws -> Void) throws(ImageWriteError) {
+        var out = ImageOutput()
+        let blockSize = Self.blockSize
+
+        ComposefsHeader(flags: hasACL ? ComposefsHeader.flagHasACL : 0, composefsVersion: version)
+            .encode(into: &out.buffer)
+        out.buffer.zeros(EROFSConstants.superblockOffset - ComposefsHeader.size)
+
+        let dataStart = roundUp(inodesEnd + sharedXattrSize, blockSize)
+        var sb = Superblock()
+        sb.featureCompat = EROFSConstants.featureCompatMtime | EROFSConstants.featureCompatXattrFilter
+        sb.inodeCount = UInt64(nodes.count)
+        sb.buildTime = UInt64(bitPattern: minMtime.seconds)
+        sb.buildTimeNsec = minMtime.nanoseconds
+        sb.metaBlockAddress = UInt32((EROFSConstants.superblockOffset + Superblock.size) / blockSize)
+        sb.rootNid = UInt16(truncatingIfNeeded: nodes[0].nid)
+        sb.xattrBlockAddress = UInt32(inodesEnd / blockSize)
+        sb.blocks = UInt32(truncatingIfNeeded: dataStart / blockSize + dataBlockCount)
+        sb.encode(into: &out.buffer)
+
+        var nextBlock = dataStart / blockSize
+        for (ino, node) in nodes.enumerated() {
+            try emitInode(node, ino: UInt32(truncatingIfNeeded: ino), nextBlock: &nextBlock, into: &out)
+            try out.flushIfLarge(output)
+        }
+        out.buffer.align(to: Self.slotSize)
+        for x in sharedXattrs { Self.emitXattr(x, into: &out.buffer) }
+        out.buffer.align(to: blockSize)
+        for node in nodes {
+            emitDataBlocks(node, into: &out.buffer)
+            try out.flushIfLarge(output)
+        }
+        try out.finish(output)
+    }
+
+    private func emitInode(_ node: WriterNode, ino: UInt32, nextBlock: inout Int, into out: inout ImageOutput) throws(ImageWriteError) {
+        let blockSize = Self.blockSize
+        out.buffer.zeros(node.padding)
+        var layout: EROFSDataLayout = node.tailSize > 0 ? .flatInline : .flatPlain
+        var size: UInt64 = 0
+        var union: UInt32 = 0
+        var chunkCount = 0
+        func claimBlocks() {
+            if node.blockCount > 0 {
+                union = UInt32(truncatingIfNeeded: nextBlock)
+                nextBlock += node.blockCount
+            }
+        }
+        switch node.fileType {
+        case FileMode.directory:
+            size = UInt64(node.blockCount * blockSize + node.tailSize)
+            claimBlocks()
+        case FileMode.regular:
+            size = node.size
+            claimBlocks()
+            if size > 0 && !node.hasInlineContent {
+                let bits = ChunkLayout.chunkBits(fileSize: size)
+                chunkCount = Int(ChunkLayout.chunkCount(fileSize: size))
+                layout = .chunkBased
+                // i_u is a union: the chunk format overwrites the low half of raw_blkaddr.
+                union = (union & 0xFFFF_0000) | UInt32(bits - EROFSConstants.blockSizeBits)
+            }
+        case FileMode.symlink:
+            size = node.blockCount == 0 ? UInt64(node.tailSize) : node.size
+            claimBlocks()
+        case FileMode.characterDevice, FileMode.blockDevice:
+            union = node.rdev
+        default:
+            break
+        }
+        let source = node.source
+        InodeHeader(
+            extended: !node.compact, dataLayout: layout,
+            xattrInodeCount: UInt16(truncatingIfNeeded: XattrBodyHeader.inodeCount(bodySize: node.xattrSize)),
+            mode: UInt16(truncatingIfNeeded: node.mode), nlink: node.nlink, size: size, union: union,
+            ino: ino, uid: source.uid, gid: source.gid,
+            mtime: UInt64(bitPattern: source.mtime.seconds), mtimeNsec: source.mtime.nanoseconds
+        ).encode(into: &out.buffer)
+
+        if node.xattrSize > 0 {
+            var filter: UInt32 = 0
+            for x in node.xattrs.items {
+                let (index, suffix) = EROFSXattrPrefix.split(x.key)
+                let bit = XXHash32.hash(suffix, seed: EROFSConstants.xattrFilterSeed &+ UInt32(index)) & (EROFSConstants.xattrFilterBits - 1)
+                filter |= 1 << bit
+            }
+            let sharedCount = node.sharedOffsets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
+            XattrBodyHeader.encode(nameFilter: ~filter, sharedCount: UInt8(sharedCount), into: &out.buffer)
+            for offset in node.sharedOffsets where offset >= 0 {
+                out.buffer.u32(UInt32((inodesEnd % blockSize + offset) / 4))
+            }
+            for (x, offset) in zip(node.xattrs.items, node.sharedOffsets) where offset < 0 {
+                Self.emitXattr(x, into: &out.buffer)
+            }
+        }
+
+        switch node.fileType {
+        case FileMode.directory:
+            emitDirents(node, blocks: false, into: &out.buffer)
+        case FileMode.symlink:
+            if node.blockCount == 0, let target = node.source.payload { out.buffer.bytes(target) }
+        case FileMode.regular where node.tailSize > 0:
+            if let content = node.source.content {
+                out.buffer.bytes(content[(content.count - node.tailSize)...])
+            } else {
+                for _ in 0..<chunkCount { out.buffer.u32(EROFSConstants.nullAddress) }
+            }
+        default:
+            break
+        }
+    }
+
+    private static func emitXattr(_ x: Xattr, into out: inout ByteWriter) {
+        let (index, suffix) = EROFSXattrPrefix.split(x.key)
+        XattrEntry.encode(index: index, suffix: suffix, value: x.value, into: &out)
+    }
+
+    /// Writes a directory's full blocks (`blocks`) or its inline tail (`!blocks`).
+    private func emitDirents(_ node: WriterNode, blocks: Bool, into out: inout ByteWriter) {
+        let blockSize = Self.blockSize
+        var used = 0
+        var written = 0
+        var first = 0
+        for (i, d) in node.dirents.enumerated() {
+            let length = Dirent.size + d.name.count
+            if used + length > blockSize {
+                if blocks { emitDirentChunk(node, first..<i, alignment: blockSize, into: &out) }
+                written += 1
+                used = 0
+                first = i
+            }
+            used += length
+        }
+        if written < node.blockCount {
+            if blocks { emitDirentChunk(node, first..<node.dirents.count, alignment: blockSize, into: &out) }
+            used = 0
+            first = node.dirents.count
+        }
+        if !blocks && used > 0 {
+            emitDirentChunk(node, first..<node.dirents.count, alignment: 1, into: &out)
+        }
+    }
+
+    private func emitDirentChunk(_ node: WriterNode, _ range: Range<Int>, alignment: Int, into out: inout ByteWriter) {
+        var nameOffset = range.count * Dirent.size
+        for i in range {
+            let d = node.dirents[i]
+            Dirent.encode(
+                nid: nodes[d.target].nid, nameOffset: UInt16(truncatingIfNeeded: nameOffset),
+                fileType: EROFSFileType(mode: nodes[d.target].mode), into: &out)
+            nameOffset += d.name.count
+        }
+        for i in range { out.bytes(node.dirents[i].name) }
+        out.align(to: alignment)
+    }
+
+    /// Full data blocks: directory blocks, inline file content that did not fit
+    /// the tail, long symlink targets, or a chunk index too big to inline.
+    private func emitDataBlocks(_ node: WriterNode, into out: inout ByteWriter) {
+        let blockSize = Self.blockSize
+        if node.fileType == FileMode.directory {
+            emitDirents(node, blocks: true, into: &out)
+            return
+        }
+        guard node.blockCount > 0 else { return }
+        let data: [UInt8]
+        switch node.fileType {
+        case FileMode.regular:
+            guard let content = node.source.content else {
+                // The chunk index did not fit after the inode: a block of null chunks.
+                for _ in 0..<ChunkLayout.maxChunks { out.u32(EROFSConstants.nullAddress) }
+                return
+            }
+            data = content
+        case FileMode.symlink:
+            data = node.source.payload ?? []
+        default:
+            return
+        }
+        // Tails never exceed half a block, so at most one full block precedes them.
+        out.bytes(data.prefix(blockSize))
+        out.align(to: blockSize)
+    }
+}
+
+@inline(__always) func roundUp(_ x: Int, _ alignment: Int) -> Int {
+    (x + alignment - 1) & ~(alignment - 1)
+}
+
+/// Buffers image bytes and hands them out in whole blocks, so alignment can be
+/// computed from the buffer length alone.
+struct ImageOutput {
+    static let flushThreshold = 1 << 20
+    var buffer = ByteWriter(capacity: flushThreshold + 64 * 1024)
+
+    typealias Sink = (UnsafeRawBufferPointer) throws -> Void
+
+    mutating func flushIfLarge(_ sink: Sink) throws(ImageWriteError) {
+        guard buffer.count >= Self.flushThreshold else { return }
+        let whole = buffer.count & ~(EROFSConstants.blockSize - 1)
+        try send(0..<whole, sink)
+        buffer.bytes.removeSubrange(0..<whole)
+    }
+
+    mutating func finish(_ sink: Sink) throws(ImageWriteError) {
+        try send(0..<buffer.count, sink)
+        buffer.removeAll()
+    }
+
+    private func send(_ range: Range<Int>, _ sink: Sink) throws(ImageWriteError) {
+        do {
+            try buffer.bytes.withUnsafeBytes { try sink(UnsafeRawBufferPointer(rebasing: $0[range])) }
+        } catch let error as ImageWriteError {
+            throw error
+        } catch {
+            throw .output("\(error)")
+        }
+    }
+}

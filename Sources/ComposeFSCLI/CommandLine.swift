@@ -1,0 +1,48 @@
+// What the command-line tools share: reference-compatible error reporting and
+// exit codes (1 for every failure, usage errors included).
+
+import ArgumentParser
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A failure to report as "PROGRAM: message" with exit code 1.
+public struct ToolError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+extension ParsableCommand {
+    /// Parses arguments and runs, reporting any error the way the reference tools do.
+    public static func runAsTool() {
+        let program = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? _commandName
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let error as ToolError {
+            writeStandardError("\(program): \(error.description)\n")
+            Glibc.exit(1)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                // --help and similar.
+                exit(withError: error)
+            }
+            writeStandardError(fullMessage(for: error) + "\n")
+            Glibc.exit(1)
+        }
+    }
+}
+
+public func writeStandardError(_ message: String) {
+    var bytes = Array(message.utf8)
+    bytes.withUnsafeMutableBytes { buffer in
+        var offset = 0
+        while offset < buffer.count {
+            let n = write(2, buffer.baseAddress! + offset, buffer.count - offset)
+            if n <= 0 { break }
+            offset += n
+        }
+    }
+}

@@ -1,0 +1,142 @@
+import CComposeFSSys
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// fs-verity digests computed in userspace, and the kernel's fs-verity ioctls.
+public enum FsVerity {
+    /// Size of the reused read buffer: large enough to amortize syscalls and let the
+    /// hasher take whole blocks straight from it.
+    static let readBufferSize = 1 << 20
+
+    /// Digest of an in-memory buffer.
+    public static func digest(
+        of bytes: UnsafeRawBufferPointer, algorithm: FsVerityAlgorithm = .sha256, blockSize: Int = 4096
+    ) -> [UInt8] {
+        var hasher = FsVerityHasher(algorithm: algorithm, blockSize: blockSize)
+        hasher.update(bytes)
+        return hasher.finalize()
+    }
+
+    public static func digest(
+        of bytes: [UInt8], algorithm: FsVerityAlgorithm = .sha256, blockSize: Int = 4096
+    ) -> [UInt8] {
+        bytes.withUnsafeBytes { digest(of: $0, algorithm: algorithm, blockSize: blockSize) }
+    }
+
+    /// Digest of a whole open file, read from offset 0 with pread (does not move the file offset).
+    /// Throws `FsVerityError.io(errno)` on read errors.
+    public static func digest(
+        fileDescriptor fd: Int32, algorithm: FsVerityAlgorithm = .sha256, blockSize: Int = 4096
+    ) throws(FsVerityError) -> [UInt8] {
+        var hasher = FsVerityHasher(algorithm: algorithm, blockSize: blockSize)
+        // Only a hint for readahead on cold caches; failure (e.g. on a pipe) is harmless.
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+        try hashFile(fd, from: 0, into: &hasher)
+        return hasher.finalize()
+    }
+
+    /// FS_IOC_ENABLE_VERITY (no salt, no signature).
+    /// Throws `.notSupported` when the kernel or file system lacks fs-verity, `.alreadyEnabled`
+    /// for EEXIST and `.io(errno)` otherwise.
+    public static func enable(
+        fileDescriptor fd: Int32, algorithm: FsVerityAlgorithm = .sha256, blockSize: Int = 4096
+    ) throws(FsVerityError) {
+        let result = cfs_fsverity_enable(fd, UInt32(algorithm.rawValue), UInt32(blockSize))
+        switch -result {
+        case 0:
+            return
+        case EEXIST:
+            throw .alreadyEnabled
+        // EINVAL: file systems that support verity only with other parameters (e.g. block
+        // size != page size on older kernels). ENOSYS: emulators lacking the ioctl.
+        case EOPNOTSUPP, ENOTTY, EINVAL, ENOSYS:
+            throw .notSupported
+        case let errorCode:
+            throw .io(errorCode)
+        }
+    }
+
+    /// FS_IOC_MEASURE_VERITY: the digest the kernel recorded when verity was enabled.
+    /// Throws `.notEnabled` when the file system supports verity but the file has none,
+    /// `.notSupported` when the file system does not, `.io(errno)` otherwise. An algorithm
+    /// unknown to this library is reported as `.wrongAlgorithm(expected: .sha256, …)`.
+    public static func measure(
+        fileDescriptor fd: Int32
+    ) throws(FsVerityError) -> (algorithm: FsVerityAlgorithm, digest: [UInt8]) {
+        let measured = try kernelMeasurement(fd)
+        guard
+            let algorithm = UInt8(exactly: measured.algorithm).flatMap(FsVerityAlgorithm.init(rawValue:)),
+            algorithm.digestSize == measured.digest.count
+        else {
+            throw .wrongAlgorithm(expected: .sha256, actual: measured.algorithm)
+        }
+        return (algorithm, measured.digest)
+    }
+
+    /// The kernel's measurement if verity is enabled on the file, otherwise the digest computed
+    /// in userspace (what `composefs-info measure-file` does).
+    /// Throws `.wrongAlgorithm` if the kernel measured the file with another algorithm.
+    public static func measureOrCompute(
+        fileDescriptor fd: Int32, algorithm: FsVerityAlgorithm = .sha256
+    ) throws(FsVerityError) -> [UInt8] {
+        do throws(FsVerityError) {
+            let measured = try kernelMeasurement(fd)
+            guard measured.algorithm == UInt16(algorithm.rawValue) else {
+                throw .wrongAlgorithm(expected: algorithm, actual: measured.algorithm)
+            }
+            return measured.digest
+        } catch .notEnabled, .notSupported {
+            return try digest(fileDescriptor: fd, algorithm: algorithm)
+        }
+    }
+
+    private static func kernelMeasurement(
+        _ fd: Int32
+    ) throws(FsVerityError) -> (algorithm: UInt16, digest: [UInt8]) {
+        var algorithm: UInt16 = 0
+        var digest = [UInt8](repeating: 0, count: 64)  // FS_VERITY_MAX_DIGEST_SIZE
+        var size = UInt16(digest.count)
+        let result = digest.withUnsafeMutableBufferPointer {
+            cfs_fsverity_measure(fd, &algorithm, $0.baseAddress, &size)
+        }
+        switch -result {
+        case 0:
+            return (algorithm, Array(digest.prefix(Int(size))))
+        case ENODATA:
+            throw .notEnabled
+        case EOPNOTSUPP, ENOTTY, ENOSYS:
+            throw .notSupported
+        case let errorCode:
+            throw .io(errorCode)
+        }
+    }
+
+    /// Feeds the file from `offset` up to end of file into `hasher`.
+    static func hashFile(
+        _ fd: Int32, from offset: Int, into hasher: inout FsVerityHasher
+    ) throws(FsVerityError) {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: readBufferSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        var offset = offset
+        while true {
+            let count = try readAt(fd, into: buffer, offset: offset)
+            if count == 0 { return }
+            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+            offset += count
+        }
+    }
+
+    /// One pread, retried on EINTR. Returns the byte count, 0 at end of file.
+    static func readAt(
+        _ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, offset: Int
+    ) throws(FsVerityError) -> Int {
+        while true {
+            let count = pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+            if count >= 0 { return count }
+            if errno != EINTR { throw .io(errno) }
+        }
+    }
+}
