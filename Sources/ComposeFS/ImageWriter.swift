@@ -102,9 +102,12 @@ public enum ImageWriter {
 }
 
 /// One inode as written: the source inode after composefs' rewrites (overlay
-/// xattrs, escaped whiteouts) plus its EROFS placement.
-struct WriterNode {
+/// xattrs, escaped whiteouts) plus its EROFS placement. A class: the layout
+/// passes update nodes in place.
+final class WriterNode {
     let source: Inode
+    /// Name of the primary entry (for messages).
+    let name: [UInt8]
     var mode: UInt32
     var size: UInt64
     var nlink: UInt32
@@ -114,7 +117,11 @@ struct WriterNode {
     var sharedOffsets: [Int] = []
     /// Directory entries in name order, including "." and "..": (name, node index).
     var dirents: [(name: [UInt8], target: Int)] = []
-    var parent: Int
+    /// Nodes of the non-hardlink entries, in name order.
+    var children: [Int] = []
+    let parent: Int
+    /// The root's 00..ff whiteouts, which composefs adds and does not rewrite.
+    let added: Bool
 
     // Placement, as computed by `layoutInodes`.
     var compact = false
@@ -124,6 +131,18 @@ struct WriterNode {
     var nid: UInt64 = 0
     var blockCount = 0
     var tailSize = 0
+
+    init(source: Inode, name: [UInt8], parent: Int, added: Bool) {
+        self.source = source
+        self.name = name
+        self.parent = parent
+        self.added = added
+        mode = source.mode
+        size = source.isSymlink ? UInt64(source.payload?.count ?? 0) : source.size
+        nlink = source.nlink
+        rdev = source.rdev
+        xattrs = source.xattrList
+    }
 
     var fileType: UInt32 { mode & FileMode.typeMask }
     var hasInlineContent: Bool { source.content != nil }
@@ -145,71 +164,122 @@ struct ImageLayout {
 
     init(root: Inode, version: UInt32) throws(ImageWriteError) {
         self.version = version
-        let prepared = try Self.rewrite(root: root, version: version)
-        try orderBreadthFirst(root: root, prepared: prepared)
+        try orderBreadthFirst(root: root)
+        try rewrite()
+        finalizeAttributes()
         computeSharedXattrs()
         layoutInodes()
+    }
+
+    // MARK: Breadth-first order
+
+    /// Numbers inodes breadth-first (root, its children in name order, ...), with
+    /// the root's 00..ff whiteouts, and records each directory's entries.
+    private mutating func orderBreadthFirst(root: Inode) throws(ImageWriteError) {
+        // The root's whiteouts hide the object store's 00..ff directories when the
+        // image is stacked over it; they take the root's owner, mtime and label.
+        let whiteouts = Self.rootWhiteouts(root: root)
+        let added = Set(whiteouts.map { ObjectIdentifier($0.inode) })
+        let rootEntries = Self.merge(root.entries, whiteouts)
+        nodes.append(WriterNode(source: root, name: [], parent: 0, added: false))
+        var hardlinks = false
+        var head = 0
+        while head < nodes.count {
+            let node = nodes[head]
+            if node.source.isDirectory {
+                let entries = head == 0 ? rootEntries : node.source.entries
+                node.dirents.reserveCapacity(entries.count + 2)
+                for entry in entries {
+                    if entry.isHardlink {
+                        hardlinks = true
+                        node.dirents.append((entry.name, -1))
+                        continue
+                    }
+                    let child = nodes.count
+                    nodes.append(
+                        WriterNode(source: entry.inode, name: entry.name, parent: head,
+                                   added: head == 0 && added.contains(ObjectIdentifier(entry.inode))))
+                    node.children.append(child)
+                    node.dirents.append((entry.name, child))
+                }
+            }
+            head += 1
+        }
+        if hardlinks { try resolveHardlinks(rootEntries: rootEntries) }
+    }
+
+    /// Points hard-link entries at the node of their inode.
+    private func resolveHardlinks(rootEntries: [DirectoryEntry]) throws(ImageWriteError) {
+        var index: [ObjectIdentifier: Int] = [:]
+        index.reserveCapacity(nodes.count)
+        for (i, node) in nodes.enumerated() { index[ObjectIdentifier(node.source)] = i }
+        for (i, node) in nodes.enumerated() where node.source.isDirectory {
+            let entries = i == 0 ? rootEntries : node.source.entries
+            for (d, entry) in entries.enumerated() where entry.isHardlink {
+                guard let target = index[ObjectIdentifier(entry.inode)] else {
+                    throw .invalidNode(path: [], reason: "hard link '\(displayBytes(entry.name))' points outside the tree")
+                }
+                node.dirents[d].target = target
+            }
+        }
     }
 
     // MARK: Rewrite
 
     /// The composefs rewrites, applied depth-first in entry order as the reference
     /// does (the order matters for which xattr wins and for the space accounting).
-    private static func rewrite(root: Inode, version: UInt32) throws(ImageWriteError) -> [ObjectIdentifier: XattrList] {
-        var prepared: [ObjectIdentifier: XattrList] = [:]
+    private mutating func rewrite() throws(ImageWriteError) {
         var path: [UInt8] = []
-
-        func visit(_ inode: Inode, parent: Inode) throws(ImageWriteError) {
-            try validate(inode, path: path)
-            var xattrs = inode.xattrList
+        func visit(_ i: Int) throws(ImageWriteError) {
+            let node = nodes[i]
+            try Self.validate(node.source, path: path)
             // Escape existing trusted.overlay.* so overlayfs doesn't interpret them.
-            for (i, x) in xattrs.items.enumerated() where x.key.hasPrefix(OverlayXattr.prefix) {
-                xattrs.rename(at: i, to: OverlayXattr.escapePrefix + x.key[OverlayXattr.prefix.count...])
+            for (x, xattr) in node.xattrs.items.enumerated() where xattr.key.hasPrefix(OverlayXattr.prefix) {
+                node.xattrs.rename(at: x, to: OverlayXattr.escapePrefix + xattr.key[OverlayXattr.prefix.count...])
             }
             do throws(TreeError) {
-                if inode.isRegular && inode.size > 0 && inode.content == nil {
+                if node.source.isRegular && node.size > 0 && node.source.content == nil {
                     var metacopy: [UInt8] = []
-                    if let digest = inode.digest {
+                    if let digest = node.source.digest {
                         // struct ovl_metacopy: version 0, length, flags 0, fs-verity algorithm 1 (SHA-256).
                         metacopy = [0, UInt8(4 + digest.count), 0, 1] + digest
                     }
-                    try xattrs.set(OverlayXattr.metacopy, metacopy, external: true)
-                    if let payload = inode.payload, !payload.isEmpty {
-                        try xattrs.set(OverlayXattr.redirect, [UInt8(ascii: "/")] + payload, external: true)
+                    try node.xattrs.set(OverlayXattr.metacopy, metacopy, external: true)
+                    if let payload = node.source.payload, !payload.isEmpty {
+                        try node.xattrs.set(OverlayXattr.redirect, [UInt8(ascii: "/")] + payload, external: true)
                     }
                 }
-                if inode.isWhiteout {
-                    try xattrs.set(OverlayXattr.escapedWhiteout, [], external: true)
-                    try xattrs.set(OverlayXattr.userWhiteout, [], external: true)
-                    var parentXattrs = prepared[ObjectIdentifier(parent)] ?? parent.xattrList
-                    try parentXattrs.set(OverlayXattr.escapedWhiteouts, [], external: true)
-                    try parentXattrs.set(OverlayXattr.userWhiteouts, [], external: true)
+                if node.source.isWhiteout {
+                    // Whiteouts inside the image are escaped as empty regular files.
+                    node.mode = FileMode.regular | (node.mode & ~FileMode.typeMask)
+                    node.size = 0
+                    try node.xattrs.set(OverlayXattr.escapedWhiteout, [], external: true)
+                    try node.xattrs.set(OverlayXattr.userWhiteout, [], external: true)
+                    let parent = nodes[node.parent]
+                    try parent.xattrs.set(OverlayXattr.escapedWhiteouts, [], external: true)
+                    try parent.xattrs.set(OverlayXattr.userWhiteouts, [], external: true)
                     if version >= 1 {
-                        try parentXattrs.set(OverlayXattr.escapedOpaque, [UInt8(ascii: "x")], external: true)
-                        try parentXattrs.set(OverlayXattr.userOpaque, [UInt8(ascii: "x")], external: true)
+                        try parent.xattrs.set(OverlayXattr.escapedOpaque, [UInt8(ascii: "x")], external: true)
+                        try parent.xattrs.set(OverlayXattr.userOpaque, [UInt8(ascii: "x")], external: true)
                     }
-                    prepared[ObjectIdentifier(parent)] = parentXattrs
                 }
             } catch {
                 throw .invalidNode(path: path, reason: error.description)
             }
-            prepared[ObjectIdentifier(inode)] = xattrs
-            guard inode.isDirectory else { return }
-            for entry in inode.entries where !entry.isHardlink {
+            for child in node.children where !nodes[child].added {
                 let saved = path.count
                 path.append(UInt8(ascii: "/"))
-                path.append(contentsOf: entry.name)
-                try visit(entry.inode, parent: inode)
+                path.append(contentsOf: nodes[child].name)
+                try visit(child)
                 path.removeSubrange(saved...)
             }
         }
-        try visit(root, parent: root)
+        try visit(0)
         do throws(TreeError) {
-            try prepared[ObjectIdentifier(root)]?.set(OverlayXattr.opaque, [UInt8(ascii: "y")], external: true)
+            try nodes[0].xattrs.set(OverlayXattr.opaque, [UInt8(ascii: "y")], external: true)
         } catch {
             throw .invalidNode(path: [], reason: error.description)
         }
-        return prepared
     }
 
     private static func validate(_ inode: Inode, path: [UInt8]) throws(ImageWriteError) {
@@ -239,83 +309,31 @@ struct ImageLayout {
         }
     }
 
-    // MARK: Breadth-first order
+    // MARK: Attributes
 
-    /// Orders inodes breadth-first (root, its children in name order, ...), adds
-    /// the root's 00..ff whiteouts and the "." / ".." entries, and finalizes
-    /// per-inode attributes.
-    private mutating func orderBreadthFirst(root: Inode, prepared: [ObjectIdentifier: XattrList]) throws(ImageWriteError) {
-        // The root's whiteouts hide the object store's 00..ff directories when the
-        // image is stacked over it; they take the root's owner, mtime and label.
-        let rootEntries = Self.merge(
-            root.entries, Self.rootWhiteouts(root: root, rootXattrs: prepared[ObjectIdentifier(root)] ?? root.xattrList))
-
-        func makeNode(_ inode: Inode, parent: Int) -> WriterNode {
-            // Only inodes of the input tree were rewritten; the added whiteouts stay as they are.
-            guard let xattrs = prepared[ObjectIdentifier(inode)] else {
-                return WriterNode(source: inode, mode: inode.mode, size: 0, nlink: inode.nlink, rdev: 0,
-                                  xattrs: inode.xattrList, parent: parent)
-            }
-            var node = WriterNode(
-                source: inode, mode: inode.mode, size: inode.size, nlink: inode.nlink, rdev: inode.rdev,
-                xattrs: xattrs, parent: parent)
-            if inode.isWhiteout {
-                // Whiteouts inside the image are escaped as empty regular files.
-                node.mode = FileMode.regular | (inode.mode & ~FileMode.typeMask)
-                node.size = 0
-            }
-            if inode.isSymlink { node.size = UInt64(inode.payload?.count ?? 0) }
-            return node
-        }
-
-        var index: [ObjectIdentifier: Int] = [:]
-        index.reserveCapacity(prepared.count + 256)
-        nodes.reserveCapacity(prepared.count + 256)
-        nodes.append(makeNode(root, parent: 0))
-        index[ObjectIdentifier(root)] = 0
-        var head = 0
-        while head < nodes.count {
-            let inode = nodes[head].source
-            if inode.isDirectory {
-                for entry in head == 0 ? rootEntries : inode.entries where !entry.isHardlink {
-                    index[ObjectIdentifier(entry.inode)] = nodes.count
-                    nodes.append(makeNode(entry.inode, parent: head))
-                }
-            }
-            head += 1
-        }
-
-        minMtime = root.mtime
-        for i in nodes.indices {
-            let inode = nodes[i].source
-            if inode.isDirectory {
-                let entries = i == 0 ? rootEntries : inode.entries
-                var dirents: [(name: [UInt8], target: Int)] = []
-                dirents.reserveCapacity(entries.count + 2)
+    /// Directory link counts, "." and "..", xattrs in canonical order, the
+    /// minimum mtime (used by compact inodes) and whether any ACL is present.
+    private mutating func finalizeAttributes() {
+        minMtime = nodes[0].source.mtime
+        for (i, node) in nodes.enumerated() {
+            if node.source.isDirectory {
                 var subdirectories = 0
-                for entry in entries {
-                    guard let target = index[ObjectIdentifier(entry.inode)] else {
-                        throw .invalidNode(path: [], reason: "hard link '\(displayBytes(entry.name))' points outside the tree")
-                    }
-                    if !entry.isHardlink && entry.inode.isDirectory { subdirectories += 1 }
-                    dirents.append((entry.name, target))
-                }
-                Self.insertDotEntries(&dirents, this: i, parent: nodes[i].parent)
-                nodes[i].dirents = dirents
-                nodes[i].nlink = UInt32(2 + subdirectories)
+                for child in node.children where nodes[child].source.isDirectory { subdirectories += 1 }
+                node.nlink = UInt32(2 + subdirectories)
+                Self.insertDotEntries(&node.dirents, this: i, parent: node.parent)
             }
-            nodes[i].xattrs.sortByKey()
-            if inode.mtime < minMtime { minMtime = inode.mtime }
-            if nodes[i].xattrs.value(OverlayXattr.aclAccess) != nil || nodes[i].xattrs.value(OverlayXattr.aclDefault) != nil {
+            node.xattrs.sortByKey()
+            if node.source.mtime < minMtime { minMtime = node.source.mtime }
+            if !hasACL && (node.xattrs.value(OverlayXattr.aclAccess) != nil || node.xattrs.value(OverlayXattr.aclDefault) != nil) {
                 hasACL = true
             }
         }
     }
 
     /// Character-device whiteouts named 00..ff for the root, skipping names in use.
-    private static func rootWhiteouts(root: Inode, rootXattrs: XattrList) -> [DirectoryEntry] {
+    private static func rootWhiteouts(root: Inode) -> [DirectoryEntry] {
         let hex = Array("0123456789abcdef".utf8)
-        let selinux = rootXattrs.value(OverlayXattr.selinux)
+        let selinux = root.xattr(OverlayXattr.selinux)
         var result: [DirectoryEntry] = []
         result.reserveCapacity(256)
         for i in 0..<256 {
@@ -412,8 +430,8 @@ struct ImageLayout {
         var pos = EROFSConstants.superblockOffset + Superblock.size
         let metaStart = pos & ~(blockSize - 1)
         for i in nodes.indices {
-            computeDataSize(&nodes[i])
-            nodes[i].compact = fitsCompact(nodes[i])
+            Self.computeDataSize(nodes[i])
+            nodes[i].compact = Self.fitsCompact(nodes[i], minMtime: minMtime)
             let inodeSize = nodes[i].compact ? InodeHeader.compactSize : InodeHeader.extendedSize
             var sharedCount = 0
             var unsharedSize = 0
@@ -428,7 +446,7 @@ struct ImageLayout {
             let start = (pos + Self.slotSize - 1) & ~(Self.slotSize - 1)
             nodes[i].padding = start - pos
             pos = start
-            let extra = tailPadding(&nodes[i], pos: pos, inodeSize: inodeSize, xattrSize: xattrSize)
+            let extra = Self.tailPadding(nodes[i], pos: pos, inodeSize: inodeSize, xattrSize: xattrSize)
             nodes[i].padding += extra
             pos += extra
             nodes[i].inodeSize = inodeSize + xattrSize + nodes[i].tailSize
@@ -440,7 +458,7 @@ struct ImageLayout {
     }
 
     /// How much data goes to full blocks and how much is inlined after the inode.
-    private func computeDataSize(_ node: inout WriterNode) {
+    private static func computeDataSize(_ node: WriterNode) {
         let blockSize = Self.blockSize
         switch node.fileType {
         case FileMode.directory:
@@ -482,7 +500,7 @@ struct ImageLayout {
         }
     }
 
-    private func fitsCompact(_ node: WriterNode) -> Bool {
+    private static func fitsCompact(_ node: WriterNode, minMtime: Timestamp) -> Bool {
         guard node.source.mtime == minMtime else { return false }
         guard node.nlink <= UInt32(UInt16.max), node.source.uid <= UInt32(UInt16.max),
             node.source.gid <= UInt32(UInt16.max)
@@ -495,7 +513,7 @@ struct ImageLayout {
 
     /// Padding before an inode so its inline tail does not cross a block boundary;
     /// moves the tail to a full block when it cannot fit.
-    private func tailPadding(_ node: inout WriterNode, pos: Int, inodeSize: Int, xattrSize: Int) -> Int {
+    private static func tailPadding(_ node: WriterNode, pos: Int, inodeSize: Int, xattrSize: Int) -> Int {
         let blockSize = Self.blockSize
         let nonTail = inodeSize + xattrSize
         let total = nonTail + node.tailSize

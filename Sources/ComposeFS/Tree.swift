@@ -32,6 +32,13 @@ public struct Xattr: Hashable, Sendable {
         self.key = key
         self.value = value
     }
+
+    // Hash whole buffers at once; the synthesized conformance feeds bytes one by one.
+    public func hash(into hasher: inout Hasher) {
+        key.withUnsafeBytes { hasher.combine(bytes: $0) }
+        hasher.combine(key.count)
+        value.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
 }
 
 /// Seconds and nanoseconds since the epoch.

@@ -13,12 +13,15 @@ public enum XXHash32 {
         rotl(seed &+ input &* prime2, 13) &* prime1
     }
 
-    public static func hash(_ input: some Collection<UInt8>, seed: UInt32) -> UInt32 {
-        let p = Array(input)
+    public static func hash(_ input: ArraySlice<UInt8>, seed: UInt32) -> UInt32 {
+        input.withUnsafeBytes { hash($0, seed: seed) }
+    }
+
+    public static func hash(_ p: UnsafeRawBufferPointer, seed: UInt32) -> UInt32 {
         let len = p.count
         var i = 0
         @inline(__always) func le32(_ at: Int) -> UInt32 {
-            UInt32(p[at]) | UInt32(p[at + 1]) << 8 | UInt32(p[at + 2]) << 16 | UInt32(p[at + 3]) << 24
+            UInt32(littleEndian: p.loadUnaligned(fromByteOffset: at, as: UInt32.self))
         }
         var h: UInt32
         if len >= 16 {

@@ -171,14 +171,6 @@ private struct MerkleLevels<H: HashFunction> {
     let blockSize: Int
     let digestSize: Int
 
-    init(blocks: UnsafeMutableRawBufferPointer, hashCounts: UnsafeMutableBufferPointer<UInt64>,
-         blockSize: Int, digestSize: Int) {
-        self.blocks = blocks
-        self.hashCounts = hashCounts
-        self.blockSize = blockSize
-        self.digestSize = digestSize
-    }
-
     var fanout: Int { blockSize / digestSize }
 
     func block(_ level: Int) -> UnsafeMutableRawBufferPointer {
