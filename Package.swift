@@ -45,5 +45,9 @@ let package = Package(
             ]),
         .testTarget(name: "FsVerityTests", dependencies: ["FsVerity"]),
         .testTarget(name: "ComposeFSTests", dependencies: ["ComposeFS", "Dumpfile", "EROFS", "FsVerity"]),
+        // End-to-end tests of the executables.
+        .testTarget(
+            name: "ToolTests",
+            dependencies: ["CComposeFSSys", "FsVerity", "mkcomposefs", "composefs-info", "composefs-dump"]),
     ]
 )

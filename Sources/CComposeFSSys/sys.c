@@ -88,6 +88,11 @@ ssize_t cfs_lgetxattr(const char *path, const char *name, void *value, size_t si
 	return r < 0 ? -errno : r;
 }
 
+int cfs_lsetxattr(const char *path, const char *name, const void *value, size_t size)
+{
+	return lsetxattr(path, name, value, size, 0) < 0 ? -errno : 0;
+}
+
 int cfs_mkostemp_cloexec(char *template_path)
 {
 	int fd = mkostemp(template_path, O_CLOEXEC);

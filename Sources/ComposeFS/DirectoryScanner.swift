@@ -157,6 +157,8 @@ public struct DirectoryScanner {
         guard fd >= 0 else { throw fail(path) }
         defer { close(fd) }
         let base = path.last == UInt8(ascii: "/") ? path : path + [UInt8(ascii: "/")]
+        // Read the whole listing first: the shared buffer is reused by subdirectories.
+        var children: [(name: [CChar], type: UInt8)] = []
         while true {
             let n = cfs_getdents64(fd, direntBuffer.baseAddress, direntBuffer.count)
             if n < 0 { throw fail(path, Int32(-n)) }
@@ -165,26 +167,33 @@ public struct DirectoryScanner {
             while offset < n {
                 let record = UnsafeRawPointer(direntBuffer.baseAddress! + offset)
                 offset += Int(cfs_dirent64_reclen(record))
-                let childName = cfs_dirent64_name(record)!
-                let length = strlen(childName)
-                let nameBytes = UnsafeRawBufferPointer(start: childName, count: length)
-                if (length == 1 || length == 2) && nameBytes.allSatisfy({ $0 == 0x2E }) { continue }
-                let childPath = base + nameBytes
-                var type = cfs_dirent64_type(record)
-                if type == UInt8(DT_UNKNOWN) {
-                    var st = stat()
-                    guard fstatat(fd, childName, &st, AT_SYMLINK_NOFOLLOW) == 0 else { throw fail(childPath) }
-                    if (st.st_mode & S_IFMT) == S_IFDIR { type = UInt8(DT_DIR) }
-                }
-                if options.skipDevices && (type == UInt8(DT_BLK) || type == UInt8(DT_CHR)) { continue }
-                let child = try load(dirfd: fd, name: childName, path: childPath)
-                do throws(TreeError) {
-                    try directory.addEntry(Array(nameBytes), child)
-                } catch {
-                    throw ScanError(path: childPath, reason: error.description)
-                }
-                if child.isDirectory {
-                    try scanDirectory(child, dirfd: fd, name: childName, path: childPath)
+                let name = cfs_dirent64_name(record)!
+                let length = strlen(name)
+                if name[0] == 0x2E && (length == 1 || (length == 2 && name[1] == 0x2E)) { continue }
+                children.append((Array(UnsafeBufferPointer(start: name, count: length + 1)), cfs_dirent64_type(record)))
+            }
+        }
+        for (childName, direntType) in children {
+            let nameBytes = childName.dropLast().map { UInt8(bitPattern: $0) }
+            let childPath = base + nameBytes
+            var type = direntType
+            if type == UInt8(DT_UNKNOWN) {
+                var st = stat()
+                guard fstatat(fd, childName, &st, AT_SYMLINK_NOFOLLOW) == 0 else { throw fail(childPath) }
+                if (st.st_mode & S_IFMT) == S_IFDIR { type = UInt8(DT_DIR) }
+            }
+            if options.skipDevices && (type == UInt8(DT_BLK) || type == UInt8(DT_CHR)) { continue }
+            let child = try childName.withUnsafeBufferPointer { (cName) throws(ScanError) in
+                try load(dirfd: fd, name: cName.baseAddress!, path: childPath)
+            }
+            do throws(TreeError) {
+                try directory.addEntry(nameBytes, child)
+            } catch {
+                throw ScanError(path: childPath, reason: error.description)
+            }
+            if child.isDirectory {
+                try childName.withUnsafeBufferPointer { (cName) throws(ScanError) in
+                    try scanDirectory(child, dirfd: fd, name: cName.baseAddress!, path: childPath)
                 }
             }
         }

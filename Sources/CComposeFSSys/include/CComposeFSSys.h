@@ -33,6 +33,7 @@ const char *cfs_dirent64_name(const void *p);
 /* llistxattr/lgetxattr (<sys/xattr.h> is not part of Swift's Glibc module). */
 ssize_t cfs_llistxattr(const char *path, char *list, size_t size);
 ssize_t cfs_lgetxattr(const char *path, const char *name, void *value, size_t size);
+int cfs_lsetxattr(const char *path, const char *name, const void *value, size_t size);
 
 /* mkostemp(3) with O_CLOEXEC: template ends in XXXXXX and is rewritten. */
 int cfs_mkostemp_cloexec(char *template_path);

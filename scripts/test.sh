@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the whole test suite. Installs the Debian tools the tests compare
+# against (fsverity, fsck.erofs) when they are missing and we can.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v fsverity >/dev/null 2>&1 || need+=(fsverity)
+command -v fsck.erofs >/dev/null 2>&1 || need+=(erofs-utils)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "Installing ${need[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "Not installing ${need[*]} (not root or no apt-get): tests needing them will skip"
+    fi
+fi
+
+swift build --build-tests
+swift test --skip-build --parallel --num-workers 2
