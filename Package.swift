@@ -44,7 +44,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "FsVerityTests", dependencies: ["FsVerity"]),
-        .testTarget(name: "ComposeFSTests", dependencies: ["ComposeFS", "Dumpfile", "EROFS", "FsVerity"]),
+        .testTarget(
+            name: "ComposeFSTests",
+            dependencies: ["ComposeFS", "Dumpfile", "EROFS", "FsVerity", .product(name: "Crypto", package: "swift-crypto")]),
         // End-to-end tests of the executables.
         .testTarget(
             name: "ToolTests",

@@ -28,7 +28,8 @@ public enum ContentProcessor {
     /// `Limits.recommendedInlineContentMax` bytes, and copies the others into
     /// `digestStore` when given.
     public static func process(files: [ScannedFile], threads: Int, digestStore: String?) throws(ContentError) {
-        let work = files.filter { $0.inode.size > 0 }
+        // Largest first, so no thread is left hashing one big file at the end.
+        let work = files.filter { $0.inode.size > 0 }.sorted { $0.inode.size > $1.inode.size }
         let store = digestStore.map { DigestStore(path: $0) }
         var results = [FileContent?](repeating: nil, count: work.count)
         let next = Atomic<Int>(0)

@@ -160,3 +160,53 @@ private func expectFailure(_ text: String, strict: Bool = false, containing frag
         #expect(throws: ImageWriteError.self) { try ImageWriter.image(root: plain, options: ImageOptions(minVersion: 2, maxVersion: 2)) }
     }
 }
+
+/// Deterministic generator so failures reproduce.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+@Suite struct DumpfileFuzzTests {
+    /// Random byte edits of a valid dumpfile must be accepted or rejected with an
+    /// error, never crash, and accepted ones must produce a valid image.
+    @Test func mutatedDumpfilesNeverCrash() throws {
+        let seed = Array(
+            """
+            / 4096 40755 3 0 0 0 1.5 - - - user.a=1 trusted.overlay.x=2 security.selinux=ctx\\x00
+            /d 4096 40755 2 0 0 0 2.0 - - -
+            /d/f 100000 100644 2 1 1 0 3.0 ab/cdef - abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789 user.b=2
+            /d/h 0 @100644 0 0 0 0 0.0 /d/f - -
+            /l 4 120777 1 0 0 0 0.0 /d/f - -
+            /w 0 20000 1 0 0 0 0.0 - - -
+            /i 5 100600 1 0 0 0 0.0 - hello -
+            /c 0 20644 1 0 0 1025 0.0 - - -
+
+            """.utf8)
+        let alphabet = Array(" /\\x0123456789-@.=\n".utf8) + [0, 0xFF]
+        var rng = SplitMix64(state: 42)
+        var accepted = 0
+        for _ in 0..<1500 {
+            var bytes = seed
+            for _ in 0..<Int.random(in: 1...4, using: &rng) {
+                let i = Int.random(in: 0..<bytes.count, using: &rng)
+                switch Int.random(in: 0..<3, using: &rng) {
+                case 0: bytes[i] = alphabet.randomElement(using: &rng)!
+                case 1: bytes.remove(at: i)
+                default: bytes.insert(alphabet.randomElement(using: &rng)!, at: i)
+                }
+            }
+            guard let root = try? DumpfileParser.parse(bytes) else { continue }
+            guard let image = try? ImageWriter.image(root: root) else { continue }
+            accepted += 1
+            #expect(image.count % 4096 == 0)
+        }
+        #expect(accepted > 50)
+    }
+}

@@ -1,0 +1,201 @@
+// Writes a tree as a composefs-dump(5) file, byte for byte as the reference
+// `composefs-info dump` prints it:
+//   PATH SIZE [@]MODE NLINK UID GID RDEV SEC.NSEC PAYLOAD CONTENT DIGEST [XATTR=VALUE...]
+// Hard links print '@', the fields of their inode and the path of its primary entry.
+// Also the `composefs-info ls` listing, which walks and escapes the same way.
+
+import ComposeFS
+
+public enum DumpfileWriter {
+    /// Output is handed out in chunks of about this size.
+    static let chunkSize = 64 * 1024
+
+    /// Writes the dump of `root`, depth-first with children in entry order.
+    public static func write(root: Inode, to output: (UnsafeRawBufferPointer) throws -> Void) rethrows {
+        let primaryPaths = primaryPaths(root)
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(chunkSize + 4096)
+        writeLine(root, path: [UInt8(ascii: "/")], primaryPath: nil, into: &buffer)
+        try forEachEntry(root, style: []) { entry, path in
+            let primary = entry.isHardlink ? primaryPaths[ObjectIdentifier(entry.inode)] : nil
+            writeLine(entry.inode, path: path, primaryPath: primary, into: &buffer)
+            if buffer.count >= chunkSize {
+                try buffer.withUnsafeBytes { try output($0) }
+                buffer.removeAll(keepingCapacity: true)
+            }
+        }
+        try buffer.withUnsafeBytes { try output($0) }
+    }
+
+    /// The whole dump in memory.
+    public static func dump(root: Inode) -> [UInt8] {
+        var text: [UInt8] = []
+        write(root: root) { text.append(contentsOf: $0) }
+        return text
+    }
+
+    /// The `composefs-info ls` listing: paths (spaces unescaped), "/" after
+    /// directories, the target of symlinks and the backing file of regular files.
+    /// Hard links show only their path.
+    public static func writeListing(root: Inode, to output: (UnsafeRawBufferPointer) throws -> Void) rethrows {
+        let directory = Array("/\t".utf8)
+        let symlink = Array("\t-> ".utf8)
+        let backed = Array("\t@ ".utf8)
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(chunkSize + 4096)
+        try forEachEntry(root, style: .keepSpace) { entry, path in
+            buffer.append(contentsOf: path)
+            let inode = entry.inode
+            if !entry.isHardlink {
+                if inode.isDirectory {
+                    buffer.append(contentsOf: directory)
+                } else if inode.isSymlink {
+                    buffer.append(contentsOf: symlink)
+                    Escaping.escape(inode.payload ?? [], into: &buffer)
+                } else if inode.isRegular, let payload = inode.payload {
+                    buffer.append(contentsOf: backed)
+                    Escaping.escape(payload, into: &buffer)
+                }
+            }
+            buffer.append(UInt8(ascii: "\n"))
+            if buffer.count >= chunkSize {
+                try buffer.withUnsafeBytes { try output($0) }
+                buffer.removeAll(keepingCapacity: true)
+            }
+        }
+        try buffer.withUnsafeBytes { try output($0) }
+    }
+
+    /// The escaped path of the primary entry of every hard-linked inode. (In a tree
+    /// where all entries of an inode are hard links there is none; they are printed
+    /// as plain entries.)
+    static func primaryPaths(_ root: Inode) -> [ObjectIdentifier: [UInt8]] {
+        var linked = Set<ObjectIdentifier>()
+        var directories = [root]
+        while let directory = directories.popLast() {
+            for entry in directory.entries {
+                if entry.isHardlink {
+                    linked.insert(ObjectIdentifier(entry.inode))
+                } else if entry.inode.isDirectory {
+                    directories.append(entry.inode)
+                }
+            }
+        }
+        var paths: [ObjectIdentifier: [UInt8]] = [:]
+        guard !linked.isEmpty else { return paths }
+        forEachEntry(root, style: []) { entry, path in
+            let id = ObjectIdentifier(entry.inode)
+            if !entry.isHardlink && linked.contains(id) && paths[id] == nil { paths[id] = path }
+        }
+        return paths
+    }
+
+    /// Visits every entry depth-first in entry order (not descending into hard
+    /// links) with its path, escaped in `style`. Iterative: the depth of a tree
+    /// from a dumpfile is not bounded.
+    private static func forEachEntry(
+        _ root: Inode, style: EscapeStyle, _ body: (DirectoryEntry, [UInt8]) throws -> Void
+    ) rethrows {
+        var stack = [root.entries[...]]
+        var path: [UInt8] = []
+        // Where the path of each directory on the stack, but the root, ends.
+        var levelStarts: [Int] = []
+        while let top = stack.indices.last {
+            guard let entry = stack[top].popFirst() else {
+                stack.removeLast()
+                if let start = levelStarts.popLast() { path.removeSubrange(start...) }
+                continue
+            }
+            let parentLength = path.count
+            path.append(UInt8(ascii: "/"))
+            Escaping.escape(entry.name, style: style, into: &path)
+            try body(entry, path)
+            if !entry.isHardlink && entry.inode.isDirectory {
+                stack.append(entry.inode.entries[...])
+                levelStarts.append(parentLength)
+            } else {
+                path.removeSubrange(parentLength...)
+            }
+        }
+    }
+
+    /// One line; `path` is already escaped.
+    private static func writeLine(_ inode: Inode, path: [UInt8], primaryPath: [UInt8]?, into line: inout [UInt8]) {
+        let space = UInt8(ascii: " ")
+        line.append(contentsOf: path)
+        line.append(space)
+        appendDecimal(inode.size, to: &line)
+        line.append(space)
+        if primaryPath != nil { line.append(UInt8(ascii: "@")) }
+        appendOctal(inode.mode, to: &line)
+        for value in [UInt64(inode.nlink), UInt64(inode.uid), UInt64(inode.gid), UInt64(inode.rdev)] {
+            line.append(space)
+            appendDecimal(value, to: &line)
+        }
+        line.append(space)
+        if inode.mtime.seconds < 0 { line.append(UInt8(ascii: "-")) }
+        appendDecimal(inode.mtime.seconds.magnitude, to: &line)
+        line.append(UInt8(ascii: "."))
+        appendDecimal(UInt64(inode.mtime.nanoseconds), to: &line)
+        line.append(space)
+        if let primaryPath {
+            line.append(contentsOf: primaryPath)
+        } else {
+            Escaping.escapeOptional(inode.payload, style: .loneDash, into: &line)
+        }
+        line.append(space)
+        if let content = inode.content {
+            Escaping.escape(content.prefix(Int(clamping: inode.size)), style: .loneDash, into: &line)
+        } else {
+            line.append(UInt8(ascii: "-"))
+        }
+        line.append(space)
+        if let digest = inode.digest {
+            appendHex(digest, to: &line)
+        } else {
+            line.append(UInt8(ascii: "-"))
+        }
+        for xattr in inode.xattrs {
+            line.append(space)
+            Escaping.escape(xattr.key, style: .equals, into: &line)
+            line.append(UInt8(ascii: "="))
+            Escaping.escape(xattr.value, style: .equals, into: &line)
+        }
+        line.append(UInt8(ascii: "\n"))
+    }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    private static func appendHex(_ bytes: [UInt8], to out: inout [UInt8]) {
+        for b in bytes {
+            out.append(hexDigits[Int(b >> 4)])
+            out.append(hexDigits[Int(b & 15)])
+        }
+    }
+
+    // Formatting numbers by hand: String(describing:) allocates per field.
+    private static func appendDecimal(_ value: UInt64, to out: inout [UInt8]) {
+        appendDigits(value, radix: 10, to: &out)
+    }
+
+    private static func appendOctal(_ value: UInt32, to out: inout [UInt8]) {
+        appendDigits(UInt64(value), radix: 8, to: &out)
+    }
+
+    private static func appendDigits(_ value: UInt64, radix: UInt64, to out: inout [UInt8]) {
+        var count = 1
+        var rest = value / radix
+        while rest > 0 {
+            count += 1
+            rest /= radix
+        }
+        out.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: count))
+        var v = value
+        var i = out.count
+        while v > 0 {
+            i -= 1
+            out[i] = UInt8(ascii: "0") + UInt8(v % radix)
+            v /= radix
+        }
+    }
+}
