@@ -4,17 +4,6 @@ import EROFS
 import Foundation
 import Testing
 
-/// The reference vectors, or nil (with a note) in a clone without ../shared.
-func assetDirectory() -> URL? {
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    let assets = root.deletingLastPathComponent().appendingPathComponent("shared/vectors/composefs-assets")
-    guard FileManager.default.fileExists(atPath: assets.path) else {
-        print("skipping: \(assets.path) not present")
-        return nil
-    }
-    return assets
-}
-
 private func parse(_ text: String, strict: Bool = false) throws -> Inode {
     try DumpfileParser.parse(Array(text.utf8), strict: strict)
 }
@@ -158,18 +147,6 @@ private func expectFailure(_ text: String, strict: Bool = false, containing frag
         let image = try ImageWriter.image(root: whiteout)
         #expect(image[12] == 1)  // composefs_version in the header
         #expect(throws: ImageWriteError.self) { try ImageWriter.image(root: plain, options: ImageOptions(minVersion: 2, maxVersion: 2)) }
-    }
-}
-
-/// Deterministic generator so failures reproduce.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -7,18 +7,10 @@ import Testing
 
 // MARK: Helpers
 
-private let referenceInfo = "/work/ref/build/tools/composefs-info"
+/// The reference composefs-info, for output comparison when available.
+private let referenceInfo = ProcessInfo.processInfo.environment["REFERENCE_COMPOSEFS_INFO"] ?? ""
 
-/// The reference vectors directory, or nil (with a note) when ../shared is absent.
-private func readerVectorDirectory() -> String? {
-    let package = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    let path = package.deletingLastPathComponent().appendingPathComponent("shared/vectors/composefs-assets").path
-    guard FileManager.default.fileExists(atPath: path) else {
-        print("skipping reader vector tests: \(path) not present")
-        return nil
-    }
-    return path
-}
+private func readerVectorDirectory() -> String? { assetDirectory()?.path }
 
 /// Vectors with an expected image digest.
 private func readerVectorNames() -> [String] {
@@ -65,20 +57,6 @@ private func dumpText(_ root: Inode) -> String {
     String(decoding: DumpfileWriter.dump(root: root), as: UTF8.self)
 }
 
-/// SplitMix64: reproducible pseudo-random numbers.
-private struct ReaderRandom {
-    var state: UInt64
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    mutating func next(below bound: Int) -> Int { Int(next() % UInt64(bound)) }
-}
 
 /// A tree exercising every part of the format: nested and block directories,
 /// inline and block symlinks, inline content with and without a tail, external
@@ -263,7 +241,7 @@ private func sampleImage() throws -> [UInt8] {
                 if (try? ImageReader.read(UnsafeRawBufferPointer(rebasing: buffer[..<length]))) != nil { loaded += 1 }
             }
         }
-        var random = ReaderRandom(state: 0x636F_6D70_6F73_6566)
+        var random = SplitMix64(state: 0x636F_6D70_6F73_6566)
         let metadataEnd = min(image.count, 24 * 1024)
         for _ in 0..<2500 {
             // A few bytes, mostly in the metadata (superblock, inodes, xattrs); restored afterwards.
