@@ -138,9 +138,18 @@ import Testing
         let work = try TemporaryDirectory()
         let image = work.url.appendingPathComponent("out.cfs").path
         let nonStrict: Set = ["no-newline.dump", "longlink.dump", "honggfuzz-longlink-unterminated.dump"]
-        for name in try FileManager.default.contentsOfDirectory(atPath: assets).sorted() where name.hasSuffix(".dump") {
+        let names = try FileManager.default.contentsOfDirectory(atPath: assets).sorted()
+        var checked = 0
+        for name in names where name.hasSuffix(".dump") || name.hasSuffix(".dump.gz") {
             let expectedFile = assets + "/" + name + ".sha256"
             guard FileManager.default.fileExists(atPath: expectedFile) else { continue }
+            checked += 1
+            var input = assets + "/" + name
+            if name.hasSuffix(".gz") {
+                input = work.url.appendingPathComponent("input.dump").path
+                let gunzip = try run("/bin/sh", ["-c", "gzip -dc \"$0\" > \"$1\"", assets + "/" + name, input])
+                #expect(gunzip.status == 0, "\(gunzip.stderr)")
+            }
             var args = ["--from-file", "-", image]
             if let version = try? String(contentsOfFile: assets + "/" + name + ".version", encoding: .utf8) {
                 let v = version.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -148,7 +157,7 @@ import Testing
             }
             var environment = ProcessInfo.processInfo.environment
             environment["CFS_PARSE_STRICT"] = nonStrict.contains(name) ? nil : "1"
-            let result = try runTool("mkcomposefs", args, stdin: assets + "/" + name, environment: environment)
+            let result = try runTool("mkcomposefs", args, stdin: input, environment: environment)
             #expect(result.status == 0, "\(name): \(result.stderr)")
             let expected = try String(contentsOfFile: expectedFile, encoding: .utf8).prefix(64)
             #expect(try sha256Hex(of: image) == String(expected), "\(name)")
@@ -156,5 +165,6 @@ import Testing
                 #expect(try run(fsck, [image]).status == 0, "fsck.erofs rejects the image of \(name)")
             }
         }
+        #expect(checked == names.filter { $0.hasSuffix(".sha256") }.count)
     }
 }
