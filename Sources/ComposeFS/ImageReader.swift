@@ -383,7 +383,7 @@ private struct Loader {
         let nameStart = offset + XattrEntry.headerSize
         let valueStart = nameStart + nameLength
         guard valueLength <= area.count - valueStart else { throw fail() }
-        // EROFSXattrPrefix.join, without a generic call per entry.
+        // The prefix named by the index, then the stored suffix.
         guard Int(index) < EROFSXattrPrefix.prefixes.count else {
             throw .invalid("inode \(nid): unknown xattr name index \(index)")
         }

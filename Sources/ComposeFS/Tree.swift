@@ -102,8 +102,6 @@ public final class Inode {
         try xattrList.set(key, value, external: external)
     }
 
-    public func removeXattr(_ key: [UInt8]) { xattrList.remove(key) }
-
     // MARK: Directory entries
 
     /// Index of `name`, or where it would be inserted.
@@ -148,13 +146,6 @@ public final class Inode {
         entries[index].inode = inode
         entries[index].isHardlink = isHardlink
     }
-
-    public func removeEntry(named name: [UInt8]) {
-        let (index, found) = entryIndex(name)
-        if found { entries.remove(at: index) }
-    }
-
-    public func removeAllEntries() { entries.removeAll() }
 }
 
 /// An inode's xattrs with the reference's space accounting, which bounds what one

@@ -107,12 +107,6 @@ public enum EROFSXattrPrefix {
         }
         return (0, name[...])
     }
-
-    /// Joins an index and suffix back into a full name; nil for an unknown index.
-    public static func join(index: UInt8, suffix: some Collection<UInt8>) -> [UInt8]? {
-        guard Int(index) < prefixes.count else { return nil }
-        return prefixes[Int(index)] + suffix
-    }
 }
 
 /// The 32-byte header composefs puts at offset 0 of its EROFS images (the
