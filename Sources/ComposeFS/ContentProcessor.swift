@@ -58,13 +58,14 @@ public enum ContentProcessor {
         for (file, result) in zip(work, results) {
             guard let result else { continue }
             file.inode.digest = result.digest
-            file.inode.payload = objectPath(digest: result.digest)
+            file.inode.payload = result.objectPath
             if let content = result.content { file.inode.content = content }
         }
     }
 
     struct FileContent {
         let digest: [UInt8]
+        let objectPath: [UInt8]
         let content: [UInt8]?
     }
 
@@ -82,22 +83,23 @@ public enum ContentProcessor {
         } catch {
             throw ContentError(path: path, reason: "computing fs-verity digest: \(error)")
         }
+        let object = objectPath(digest: digest)
         let size = Int(clamping: file.inode.size)
         if size <= Limits.recommendedInlineContentMax {
             var content = [UInt8](repeating: 0, count: size)
             let n = content.withUnsafeMutableBytes { pread(fd, $0.baseAddress, size, 0) }
             guard n >= 0 else { throw fail("read: ") }
             guard n == size else { throw ContentError(path: path, reason: "file changed size while reading") }
-            return FileContent(digest: digest, content: content)
+            return FileContent(digest: digest, objectPath: object, content: content)
         }
         if let store {
             do throws(SystemError) {
-                try store.add(sourceFD: fd, objectPath: objectPath(digest: digest))
+                try store.add(sourceFD: fd, objectPath: object)
             } catch {
                 throw ContentError(path: path, reason: "cannot fill store: \(error)")
             }
         }
-        return FileContent(digest: digest, content: nil)
+        return FileContent(digest: digest, objectPath: object, content: nil)
     }
 }
 
