@@ -8,7 +8,10 @@ let package = Package(
         .executable(name: "mkcomposefs", targets: ["mkcomposefs"]),
         .executable(name: "composefs-info", targets: ["composefs-info"]),
         .executable(name: "composefs-dump", targets: ["composefs-dump"]),
+        .executable(name: "mount.composefs", targets: ["mount.composefs"]),
         .library(name: "ComposeFS", targets: ["ComposeFS"]),
+        .library(name: "Dumpfile", targets: ["Dumpfile"]),
+        .library(name: "ComposeFSMount", targets: ["ComposeFSMount"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
@@ -23,6 +26,7 @@ let package = Package(
         .target(name: "EROFS"),
         .target(name: "ComposeFS", dependencies: ["EROFS", "FsVerity", "CComposeFSSys"]),
         .target(name: "Dumpfile", dependencies: ["ComposeFS", "EROFS", "FsVerity"]),
+        .target(name: "ComposeFSMount", dependencies: ["EROFS", "FsVerity", "CComposeFSSys"]),
         // Argument handling and error reporting shared by the executables.
         .target(name: "ComposeFSCLI", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
@@ -43,6 +47,12 @@ let package = Package(
                 "ComposeFS", "Dumpfile", "FsVerity", "ComposeFSCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        .executableTarget(
+            name: "mount.composefs",
+            dependencies: [
+                "ComposeFSMount", "ComposeFSCLI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         .testTarget(name: "FsVerityTests", dependencies: ["FsVerity"]),
         .testTarget(
             name: "ComposeFSTests",
@@ -50,6 +60,9 @@ let package = Package(
         // End-to-end tests of the executables.
         .testTarget(
             name: "ToolTests",
-            dependencies: ["CComposeFSSys", "FsVerity", "mkcomposefs", "composefs-info", "composefs-dump"]),
+            dependencies: [
+                "CComposeFSSys", "ComposeFS", "ComposeFSMount", "Dumpfile", "FsVerity", "mkcomposefs", "composefs-info", "composefs-dump",
+                "mount.composefs", .product(name: "Crypto", package: "swift-crypto"),
+            ]),
     ]
 )

@@ -13,6 +13,9 @@
 #include <sys/syscall.h>
 #include <linux/fs.h>
 #include <linux/fsverity.h>
+#include <linux/loop.h>
+#include <stdio.h>
+#include <sys/mount.h>
 
 struct cfs_dirent64 {
 	uint64_t d_ino;
@@ -106,4 +109,119 @@ int cfs_available_cpus(void)
 		return CPU_COUNT(&set);
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
 	return n > 0 ? (int)n : 1;
+}
+
+int cfs_fsopen(const char *fs_name)
+{
+	int fd = (int)syscall(SYS_fsopen, fs_name, FSOPEN_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+static int fsconfig_call(int fs_fd, unsigned int cmd, const char *key, const void *value, int aux)
+{
+	if (syscall(SYS_fsconfig, fs_fd, cmd, key, value, aux) != 0)
+		return -errno;
+	return 0;
+}
+
+int cfs_fsconfig_set_string(int fs_fd, const char *key, const char *value)
+{
+	return fsconfig_call(fs_fd, FSCONFIG_SET_STRING, key, value, 0);
+}
+
+int cfs_fsconfig_set_flag(int fs_fd, const char *key)
+{
+	return fsconfig_call(fs_fd, FSCONFIG_SET_FLAG, key, NULL, 0);
+}
+
+int cfs_fsconfig_set_fd(int fs_fd, const char *key, int fd)
+{
+	return fsconfig_call(fs_fd, FSCONFIG_SET_FD, key, NULL, fd);
+}
+
+int cfs_fsconfig_create(int fs_fd)
+{
+	return fsconfig_call(fs_fd, FSCONFIG_CMD_CREATE, NULL, NULL, 0);
+}
+
+int cfs_fsmount(int fs_fd, int read_only)
+{
+	int fd = (int)syscall(SYS_fsmount, fs_fd, FSMOUNT_CLOEXEC, read_only ? MOUNT_ATTR_RDONLY : 0);
+	return fd < 0 ? -errno : fd;
+}
+
+int cfs_move_mount_to(int mount_fd, const char *target_path)
+{
+	if (syscall(SYS_move_mount, mount_fd, "", AT_FDCWD, target_path, MOVE_MOUNT_F_EMPTY_PATH) != 0)
+		return -errno;
+	return 0;
+}
+
+int cfs_mount_set_idmap(int mount_fd, int userns_fd)
+{
+	struct mount_attr attr;
+	memset(&attr, 0, sizeof(attr));
+	attr.attr_set = MOUNT_ATTR_IDMAP;
+	attr.userns_fd = (uint64_t)userns_fd;
+	if (syscall(SYS_mount_setattr, mount_fd, "", AT_EMPTY_PATH, &attr, sizeof(attr)) != 0)
+		return -errno;
+	return 0;
+}
+
+int cfs_mount_legacy(const char *source, const char *target, const char *fs_type,
+		     int read_only, int silent, const char *data)
+{
+	unsigned long flags = (read_only ? MS_RDONLY : 0) | (silent ? MS_SILENT : 0);
+	if (mount(source, target, fs_type, flags, data) != 0)
+		return -errno;
+	return 0;
+}
+
+int cfs_umount(const char *target, int detach)
+{
+	if (umount2(target, detach ? MNT_DETACH : 0) != 0)
+		return -errno;
+	return 0;
+}
+
+int cfs_loop_attach(int fd, const char *backing_name, char *device_path, size_t device_path_size)
+{
+	int control_fd = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	if (control_fd < 0)
+		return -errno;
+	/* Another process may claim the free device first: LOOP_CONFIGURE then fails with EBUSY. */
+	for (int attempt = 0; attempt < 16; attempt++) {
+		long number = ioctl(control_fd, LOOP_CTL_GET_FREE);
+		if (number < 0) {
+			int error = errno;
+			close(control_fd);
+			return -error;
+		}
+		snprintf(device_path, device_path_size, "/dev/loop%ld", number);
+		int loop_fd = open(device_path, O_RDWR | O_CLOEXEC);
+		if (loop_fd < 0) {
+			int error = errno;
+			close(control_fd);
+			return -error;
+		}
+		struct loop_config config;
+		memset(&config, 0, sizeof(config));
+		config.fd = (uint32_t)fd;
+		config.block_size = 4096;
+		config.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_DIRECT_IO | LO_FLAGS_AUTOCLEAR;
+		if (backing_name)
+			strncpy((char *)config.info.lo_file_name, backing_name, LO_NAME_SIZE - 1);
+		if (ioctl(loop_fd, LOOP_CONFIGURE, &config) == 0) {
+			close(control_fd);
+			return loop_fd;
+		}
+		int error = errno;
+		close(loop_fd);
+		if (error != EBUSY) {
+			close(control_fd);
+			return -error;
+		}
+	}
+	close(control_fd);
+	return -EBUSY;
 }

@@ -48,7 +48,7 @@ import Testing
         let basedir = work.url.appendingPathComponent("objects")
         let present = basedir.appendingPathComponent(String(objects[0]))
         try FileManager.default.createDirectory(at: present.deletingLastPathComponent(), withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: present.path, contents: Data())
+        _ = FileManager.default.createFile(atPath: present.path, contents: Data())
         let missing = try runTool("composefs-info", ["--basedir=\(basedir.path)", "missing-objects", image])
         #expect(missing.stdout.split(separator: "\n") == [objects[1]])
 

@@ -26,8 +26,8 @@ func run(_ executable: String, _ arguments: [String], stdin: String? = nil, envi
     if let environment { process.environment = environment }
     // Capture through files: no pipe can fill up and block the child.
     let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("cfs-run-\(UUID().uuidString)")
-    FileManager.default.createFile(atPath: scratch.path + ".out", contents: nil)
-    FileManager.default.createFile(atPath: scratch.path + ".err", contents: nil)
+    _ = FileManager.default.createFile(atPath: scratch.path + ".out", contents: nil)
+    _ = FileManager.default.createFile(atPath: scratch.path + ".err", contents: nil)
     defer {
         try? FileManager.default.removeItem(atPath: scratch.path + ".out")
         try? FileManager.default.removeItem(atPath: scratch.path + ".err")
@@ -49,7 +49,7 @@ func runTool(_ name: String, _ arguments: [String], stdin: String? = nil, enviro
 }
 
 func findExecutable(_ name: String) -> String? {
-    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin:/usr/sbin:/sbin").split(separator: ":") + ["/usr/sbin", "/sbin"] {
+    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin:/usr/sbin:/sbin").split(separator: ":") + ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
         let path = "\(dir)/\(name)"
         if FileManager.default.isExecutableFile(atPath: path) { return path }
     }

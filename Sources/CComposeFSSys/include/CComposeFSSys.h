@@ -41,4 +41,24 @@ int cfs_mkostemp_cloexec(char *template_path);
 /* CPUs this process may run on (sched_getaffinity), or the online CPU count. */
 int cfs_available_cpus(void);
 
+/* The new mount API (fsopen/fsconfig/fsmount/move_mount/mount_setattr). */
+int cfs_fsopen(const char *fs_name);                  /* FSOPEN_CLOEXEC */
+int cfs_fsconfig_set_string(int fs_fd, const char *key, const char *value);
+int cfs_fsconfig_set_flag(int fs_fd, const char *key);
+int cfs_fsconfig_set_fd(int fs_fd, const char *key, int fd);
+int cfs_fsconfig_create(int fs_fd);
+int cfs_fsmount(int fs_fd, int read_only);             /* FSMOUNT_CLOEXEC */
+int cfs_move_mount_to(int mount_fd, const char *target_path); /* MOVE_MOUNT_F_EMPTY_PATH */
+int cfs_mount_set_idmap(int mount_fd, int userns_fd);  /* MOUNT_ATTR_IDMAP */
+
+/* Legacy mount(2) and umount2(2) (MNT_DETACH when detach is non-zero). */
+int cfs_mount_legacy(const char *source, const char *target, const char *fs_type,
+		     int read_only, int silent, const char *data);
+int cfs_umount(const char *target, int detach);
+
+/* Attaches fd read-only to a free loop device with LO_FLAGS_AUTOCLEAR (so the device goes
+   away with its last user) and direct I/O. Returns the open loop device fd and writes the
+   device path into device_path. */
+int cfs_loop_attach(int fd, const char *backing_name, char *device_path, size_t device_path_size);
+
 #endif
