@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "mkcomposefs", targets: ["mkcomposefs"]),
         .executable(name: "composefs-info", targets: ["composefs-info"]),
         .executable(name: "composefs-dump", targets: ["composefs-dump"]),
+        .executable(name: "composefs-fuse", targets: ["composefs-fuse"]),
         .executable(name: "mount.composefs", targets: ["mount.composefs"]),
         .library(name: "ComposeFS", targets: ["ComposeFS"]),
         .library(name: "Dumpfile", targets: ["Dumpfile"]),
@@ -27,6 +28,9 @@ let package = Package(
         .target(name: "ComposeFS", dependencies: ["EROFS", "FsVerity", "CComposeFSSys"]),
         .target(name: "Dumpfile", dependencies: ["ComposeFS", "EROFS", "FsVerity"]),
         .target(name: "ComposeFSMount", dependencies: ["EROFS", "FsVerity", "CComposeFSSys"]),
+        // libfuse3 glue (option parsing, the session loop); the file system is ComposeFSFuse.
+        .target(name: "CFuseShim", linkerSettings: [.linkedLibrary("fuse3")]),
+        .target(name: "ComposeFSFuse", dependencies: ["CFuseShim", "EROFS", "FsVerity"]),
         // Argument handling and error reporting shared by the executables.
         .target(name: "ComposeFSCLI", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
@@ -53,6 +57,7 @@ let package = Package(
                 "ComposeFSMount", "ComposeFSCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        .executableTarget(name: "composefs-fuse", dependencies: ["ComposeFSFuse"]),
         .testTarget(name: "FsVerityTests", dependencies: ["FsVerity"]),
         .testTarget(
             name: "ComposeFSTests",
@@ -62,6 +67,7 @@ let package = Package(
             name: "ToolTests",
             dependencies: [
                 "CComposeFSSys", "ComposeFS", "ComposeFSMount", "Dumpfile", "FsVerity", "mkcomposefs", "composefs-info", "composefs-dump",
+                "composefs-fuse",
                 "mount.composefs", .product(name: "Crypto", package: "swift-crypto"),
             ]),
     ]

@@ -1,0 +1,88 @@
+// Entry point of composefs-fuse: parse the command line (libfuse's syntax, as the
+// reference tool), check and map the image, open the base directory, then mount and
+// serve until unmounted.
+
+import CFuseShim
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum ComposefsFuse {
+    static let optionsHelp = """
+        composefs-fuse options:
+            -o source=IMAGE        composefs image to serve (or give it before the mountpoint)
+            -o basedir=DIR         directory holding the backing files the image refers to
+            -o noacl               ignore the POSIX ACLs stored in the image
+            -o verity              check each backing file against the fs-verity digest in
+                                   the image, hashing it when the kernel has no fs-verity
+                                   measurement for it (by default only kernel measurements
+                                   are checked)
+
+        """
+
+    /// Runs the tool with the process's arguments; returns the exit code.
+    public static func main() -> Int32 {
+        let program = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? "composefs-fuse"
+        var options = cfs_fuse_options()
+        var setup: OpaquePointer?
+        let parsed = cfs_fuse_parse(CommandLine.argc, CommandLine.unsafeArgv, optionsHelp, &options, &setup)
+        defer { cfs_fuse_free(setup) }
+        switch Int(parsed) {
+        case CFS_FUSE_PARSE_RUN: break
+        case CFS_FUSE_PARSE_EXIT_OK: return 0
+        default: return 1
+        }
+        func fail(_ message: String) -> Int32 {
+            var bytes = Array("\(program): \(message)\n".utf8)
+            _ = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
+            return 1
+        }
+        guard let sourcePointer = options.source else {
+            return fail("no image given (use -o source=IMAGE,basedir=DIR or IMAGE MOUNTPOINT)")
+        }
+        let source = String(cString: sourcePointer)
+        let image: UnsafeRawBufferPointer
+        switch mapImage(source) {
+        case let .failure(error): return fail(error.description)
+        case let .success(mapped): image = mapped
+        }
+        let view: ImageView
+        do {
+            view = try ImageView(image)
+        } catch {
+            return fail("\(source): \(error.description)")
+        }
+        var basedir: Int32 = -1
+        if let basedirPointer = options.basedir {
+            basedir = open(basedirPointer, O_RDONLY | Linux.O_PATH | O_DIRECTORY | O_CLOEXEC)
+            if basedir < 0 {
+                return fail("failed to open basedir \(String(cString: basedirPointer)): \(String(cString: strerror(errno)))")
+            }
+        }
+        server = Server(
+            view: view, basedir: basedir, useACL: view.hasACL && options.noacl == 0, verifyDigests: options.verity != 0)
+        var operations = makeOperations()
+        // The mapping and the descriptor live until the process exits.
+        return cfs_fuse_serve(setup, &operations, nil)
+    }
+
+    /// Maps the image read-only for the life of the process.
+    static func mapImage(_ path: String) -> Result<UnsafeRawBufferPointer, ImageViewError> {
+        func failure(_ what: String) -> Result<UnsafeRawBufferPointer, ImageViewError> {
+            .failure(ImageViewError("failed to \(what) \(path): \(String(cString: strerror(errno)))"))
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return failure("open") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return failure("stat") }
+        guard st.st_mode & S_IFMT == S_IFREG else { return .failure(ImageViewError("\(path): not a regular file")) }
+        guard st.st_size >= 4096 else { return .failure(ImageViewError("\(path): image is too small (\(st.st_size) bytes)")) }
+        let size = Int(st.st_size)
+        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
+            return failure("mmap")
+        }
+        return .success(UnsafeRawBufferPointer(start: base, count: size))
+    }
+}
