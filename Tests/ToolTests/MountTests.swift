@@ -124,7 +124,11 @@ extension TreeSnapshot {
         visit(root, "")
         for (path, inode) in records {
             var xattrs: [String: [UInt8]] = [:]
-            for xattr in inode.xattrs { xattrs[String(decoding: xattr.key, as: UTF8.self)] = xattr.value }
+            for xattr in inode.xattrs {
+                // Unreadable through the kernel on anything but files and directories.
+                if xattr.key.starts(with: Array("user.".utf8)) && !inode.isRegular && !inode.isDirectory { continue }
+                xattrs[String(decoding: xattr.key, as: UTF8.self)] = xattr.value
+            }
             let group = identities[ObjectIdentifier(inode)].flatMap { $0.count > 1 ? $0.sorted()[0] : nil }
             entries[path] = Entry(
                 type: mode_t(inode.fileType), permissions: mode_t(inode.mode & 0o7777), uid: inode.uid, gid: inode.gid,
@@ -266,15 +270,21 @@ extension Inode {
         try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
         var mountedCount = 0
         for name in try FileManager.default.contentsOfDirectory(atPath: assets).sorted()
-        where name.hasSuffix(".dump") && !name.hasPrefix("should-fail") {
-            let dumpfile = assets + "/" + name
+        where (name.hasSuffix(".dump") || name.hasSuffix(".dump.gz")) && !name.hasPrefix("should-fail") {
+            var dumpfile = assets + "/" + name
+            if name.hasSuffix(".gz") {
+                dumpfile = work.url.appendingPathComponent(String(name.dropLast(3))).path
+                let gunzip = try run("/bin/sh", ["-c", "gzip -dc \"$0\" > \"$1\"", assets + "/" + name, dumpfile])
+                #expect(gunzip.status == 0, "\(gunzip.stderr)")
+            }
             var arguments = ["--from-file", dumpfile, image]
-            if let version = try? String(contentsOfFile: dumpfile + ".version", encoding: .utf8) {
+            if let version = try? String(contentsOfFile: assets + "/" + name + ".version", encoding: .utf8) {
                 let v = version.trimmingCharacters(in: .whitespacesAndNewlines)
                 arguments = ["--min-version=\(v)", "--max-version=\(v)"] + arguments
             }
+            let tree = try DumpfileParser.parse(try [UInt8](Data(contentsOf: URL(fileURLWithPath: dumpfile))))
             // overlayfs looks up the backing file to stat a file; sparse stand-ins will do.
-            try Self.makePlaceholderObjects(for: try DumpfileParser.parse(try [UInt8](Data(contentsOf: URL(fileURLWithPath: dumpfile)))), in: objects)
+            try Self.makePlaceholderObjects(for: tree, in: objects)
             let built = try runTool("mkcomposefs", arguments)
             #expect(built.status == 0, "\(name): \(built.stderr)")
             let mount = try runTool("mount.composefs", ["-o", "basedir=\(objects)", image, mountpoint])
@@ -282,8 +292,6 @@ extension Inode {
             guard mount.status == 0 else { continue }
             mountedCount += 1
             defer { unmountAndCheck(mountpoint) }
-            let text = try [UInt8](Data(contentsOf: URL(fileURLWithPath: dumpfile)))
-            let tree = try DumpfileParser.parse(text)
             var expected = TreeSnapshot(tree: tree).asMounted(version: try imageVersion(image))
             var options = TreeSnapshot.Options()
             options.readContents = false

@@ -75,7 +75,11 @@ struct TreeSnapshot {
                 entry.mtimeNanoseconds = 0
             }
             if type == S_IFLNK {
-                entry.symlinkTarget = try FileManager.default.destinationOfSymbolicLink(atPath: path)
+                // Not FileManager: it cuts targets off at 1026 bytes.
+                var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+                let count = readlink(path, &target, target.count)
+                guard count >= 0 else { throw SnapshotError("readlink \(path): \(errnoText())") }
+                entry.symlinkTarget = String(decoding: target[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
             }
             if type == S_IFREG && options.readContents {
                 entry.contentDigest = try contentDigest(of: path)
@@ -96,19 +100,32 @@ struct TreeSnapshot {
             case (nil, _): lines.append("\(path): only in the other tree")
             case (_, nil): lines.append("\(path): missing from the other tree")
             case (let mine?, let theirs?) where mine != theirs:
-                lines.append("\(path): \(describe(mine)) != \(describe(theirs))")
+                lines.append("\(path): \(describeDifference(mine, theirs))")
             default: break
             }
         }
         return lines
     }
 
-    private func describe(_ entry: Entry) -> String {
-        let xattrs = entry.xattrs.keys.sorted().map { "\($0)=\(entry.xattrs[$0]!.count)B" }.joined(separator: ",")
-        return "type \(String(entry.type, radix: 8)) mode \(String(entry.permissions, radix: 8)) "
-            + "owner \(entry.uid):\(entry.gid) mtime \(entry.mtime).\(entry.mtimeNanoseconds) size \(entry.size) "
-            + "rdev \(entry.rdev) link \(entry.symlinkTarget ?? "-") xattrs [\(xattrs)] "
-            + "content \(entry.contentDigest?.prefix(12) ?? "-") hardlink \(entry.hardlinkGroup ?? "-")"
+    /// The fields that differ, as "field: mine != theirs", long values abbreviated.
+    private func describeDifference(_ mine: Entry, _ theirs: Entry) -> String {
+        func show(_ value: Any?) -> String {
+            let text = value.map { "\($0)" } ?? "-"
+            return text.count > 80 ? "\(text.prefix(40))…(\(text.count) chars)" : text
+        }
+        let fields: [(String, Any?, Any?)] = [
+            ("type", String(mine.type, radix: 8), String(theirs.type, radix: 8)),
+            ("mode", String(mine.permissions, radix: 8), String(theirs.permissions, radix: 8)),
+            ("owner", "\(mine.uid):\(mine.gid)", "\(theirs.uid):\(theirs.gid)"),
+            ("mtime", "\(mine.mtime).\(mine.mtimeNanoseconds)", "\(theirs.mtime).\(theirs.mtimeNanoseconds)"),
+            ("size", mine.size, theirs.size), ("rdev", mine.rdev, theirs.rdev),
+            ("symlink", mine.symlinkTarget, theirs.symlinkTarget),
+            ("xattrs", mine.xattrs.sorted { $0.key < $1.key }, theirs.xattrs.sorted { $0.key < $1.key }),
+            ("content", mine.contentDigest, theirs.contentDigest),
+            ("hardlink", mine.hardlinkGroup, theirs.hardlinkGroup),
+        ]
+        return fields.filter { show($0.1) != show($0.2) || "\($0.1 ?? "-")" != "\($0.2 ?? "-")" }
+            .map { "\($0.0): \(show($0.1)) != \(show($0.2))" }.joined(separator: "; ")
     }
 
     private static func xattrs(of path: String, including include: (String) -> Bool) throws -> [String: [UInt8]] {
@@ -123,6 +140,8 @@ struct TreeSnapshot {
             let name = String(decoding: nameBytes.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             guard include(name) else { continue }
             let size = cfs_lgetxattr(path, name, nil, 0)
+            // The kernel lists user.* xattrs of symlinks and devices but will not read them.
+            if size == -Int(ENODATA) && name.hasPrefix("user.") { continue }
             guard size >= 0 else { throw SnapshotError("lgetxattr \(path) \(name): \(String(cString: strerror(Int32(-size))))") }
             var value = [UInt8](repeating: 0, count: size)
             let read = cfs_lgetxattr(path, name, &value, size)
