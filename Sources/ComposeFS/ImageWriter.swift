@@ -89,7 +89,7 @@ public enum ImageWriter {
         }
         guard root.isDirectory else { throw .invalidNode(path: [], reason: "root must be a directory") }
         let version = effectiveVersion(for: root, options: options)
-        var layout = try ImageLayout(root: root, version: version)
+        let layout = try ImageLayout(root: root, version: version)
         try layout.emit(output: output)
     }
 

@@ -223,6 +223,24 @@ extension Inode {
         #expect(info.contains(" \(built.mountpoint) ") && info.contains("overlay composefs"))
     }
 
+    /// Objects spread over two stores, found through `basedir=A:B`.
+    @Test(.enabled(if: MountEnvironment.canMount)) func severalBasedirs() throws {
+        let built = try Self.buildRootTree()
+        let second = built.work.url.appendingPathComponent("objects2").path
+        let objects = try listFiles(built.objects)
+        #expect(objects.count == 2)
+        let moved = try #require(objects.last)
+        let prefix = String(moved.prefix(2))
+        try FileManager.default.createDirectory(atPath: second + "/" + prefix, withIntermediateDirectories: true)
+        try FileManager.default.moveItem(atPath: built.objects + "/" + moved, toPath: second + "/" + moved)
+        let result = try runTool(
+            "mount.composefs", ["-o", "basedir=\(built.objects):\(second)", built.image, built.mountpoint])
+        #expect(result.status == 0, "\(result.stderr)")
+        guard result.status == 0 else { return }
+        defer { unmountAndCheck(built.mountpoint) }
+        try Self.expectSameTree(built, "two basedirs")
+    }
+
     /// Each way of putting the image under overlayfs, and the loop-device path for kernels
     /// whose EROFS cannot mount files, gives the same tree and leaves nothing behind.
     @Test(.enabled(if: MountEnvironment.canMount)) func everyMountMechanismGivesTheSameTree() throws {
