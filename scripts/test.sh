@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs the Debian tools the tests compare
-# against (fsverity, fsck.erofs) when they are missing and we can.
+# against (fsverity, fsck.erofs) and libfuse3 when they are missing and we can.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v fsverity >/dev/null 2>&1 || need+=(fsverity)
 command -v fsck.erofs >/dev/null 2>&1 || need+=(erofs-utils)
+# composefs-fuse builds against libfuse3; its tests mount with it (fusermount3 when not root).
+[ -e /usr/include/fuse3/fuse_lowlevel.h ] || need+=(libfuse3-dev)
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "Installing ${need[*]}"
