@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "composefs-dump", targets: ["composefs-dump"]),
         .executable(name: "composefs-fuse", targets: ["composefs-fuse"]),
         .executable(name: "mount.composefs", targets: ["mount.composefs"]),
+        .executable(name: "cfsctl", targets: ["cfsctl"]),
         .library(name: "ComposeFS", targets: ["ComposeFS"]),
         .library(name: "Dumpfile", targets: ["Dumpfile"]),
         .library(name: "ComposeFSMount", targets: ["ComposeFSMount"]),
@@ -28,6 +29,7 @@ let package = Package(
         .target(name: "ComposeFS", dependencies: ["EROFS", "FsVerity", "CComposeFSSys"]),
         .target(name: "Dumpfile", dependencies: ["ComposeFS", "EROFS", "FsVerity"]),
         .target(name: "ComposeFSMount", dependencies: ["EROFS", "FsVerity", "CComposeFSSys"]),
+        .target(name: "Repository", dependencies: ["ComposeFS", "FsVerity", "CComposeFSSys"]),
         // libfuse3 glue (option parsing, the session loop); the file system is ComposeFSFuse.
         .target(name: "CFuseShim", linkerSettings: [.linkedLibrary("fuse3")]),
         .target(name: "ComposeFSFuse", dependencies: ["CFuseShim", "EROFS", "FsVerity"]),
@@ -58,6 +60,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(name: "composefs-fuse", dependencies: ["ComposeFSFuse"]),
+        .executableTarget(
+            name: "cfsctl",
+            dependencies: [
+                "Repository", "ComposeFS", "ComposeFSMount", "Dumpfile", "FsVerity", "CComposeFSSys", "ComposeFSCLI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
         .testTarget(name: "FsVerityTests", dependencies: ["FsVerity"]),
         .testTarget(
             name: "ComposeFSTests",

@@ -225,3 +225,26 @@ int cfs_loop_attach(int fd, const char *backing_name, char *device_path, size_t 
 	close(control_fd);
 	return -EBUSY;
 }
+
+int cfs_open_tmpfile(int dir_fd, mode_t mode)
+{
+	int fd = openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
+	return fd < 0 ? -errno : fd;
+}
+
+int cfs_link_tmpfile(int fd, int dir_fd, const char *name)
+{
+	/* Through /proc: linkat with AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH. */
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	if (linkat(AT_FDCWD, path, dir_fd, name, AT_SYMLINK_FOLLOW) != 0)
+		return -errno;
+	return 0;
+}
+
+int cfs_syncfs(int fd)
+{
+	if (syncfs(fd) != 0)
+		return -errno;
+	return 0;
+}

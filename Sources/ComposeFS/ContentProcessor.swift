@@ -17,6 +17,13 @@ public struct ContentError: Error, CustomStringConvertible {
     public var description: String { "\(displayBytes(path)): \(reason)" }
 }
 
+/// Where the content pass puts the files too large to inline.
+public protocol ObjectStore: Sendable {
+    /// Makes sure an object named `objectPath` ("xx/yyyy…") with the open file's content
+    /// exists. Called from several threads at once.
+    func add(sourceFD: Int32, objectPath: [UInt8]) throws(SystemError)
+}
+
 public enum ContentProcessor {
     /// Object path of a digest in a store: "xx/yyyy…" (first byte as a directory).
     public static func objectPath(digest: [UInt8]) -> [UInt8] {
@@ -25,12 +32,12 @@ public enum ContentProcessor {
     }
 
     /// Digests every non-empty file, inlines those of at most
-    /// `Limits.recommendedInlineContentMax` bytes, and copies the others into
-    /// `digestStore` when given.
-    public static func process(files: [ScannedFile], threads: Int, digestStore: String?) throws(ContentError) {
+    /// `Limits.recommendedInlineContentMax` bytes, and copies the others into `store` when given.
+    public static func process(
+        files: [ScannedFile], threads: Int, algorithm: FsVerityAlgorithm = .sha256, store: (any ObjectStore)?
+    ) throws(ContentError) {
         // Largest first, so no thread is left hashing one big file at the end.
         let work = files.filter { $0.inode.size > 0 }.sorted { $0.inode.size > $1.inode.size }
-        let store = digestStore.map { DigestStore(path: $0) }
         var results = [FileContent?](repeating: nil, count: work.count)
         let next = Atomic<Int>(0)
         let failed = Atomic<Bool>(false)
@@ -45,7 +52,7 @@ public enum ContentProcessor {
                     guard i < input.value.count else { return }
                     let file = input.value[i]
                     do throws(ContentError) {
-                        output.value[i] = try processFile(file, store: store)
+                        output.value[i] = try processFile(file, algorithm: algorithm, store: store)
                     } catch {
                         failed.store(true, ordering: .relaxed)
                         firstError.withLock { if $0 == nil { $0 = error } }
@@ -69,7 +76,9 @@ public enum ContentProcessor {
         let content: [UInt8]?
     }
 
-    private static func processFile(_ file: ScannedFile, store: DigestStore?) throws(ContentError) -> FileContent {
+    private static func processFile(
+        _ file: ScannedFile, algorithm: FsVerityAlgorithm, store: (any ObjectStore)?
+    ) throws(ContentError) -> FileContent {
         let path = file.path
         func fail(_ what: String, _ code: Int32 = errno) -> ContentError {
             ContentError(path: path, reason: what + String(cString: strerror(code)))
@@ -79,7 +88,7 @@ public enum ContentProcessor {
         defer { close(fd) }
         let digest: [UInt8]
         do throws(FsVerityError) {
-            digest = try FsVerity.digest(fileDescriptor: fd, algorithm: .sha256)
+            digest = try FsVerity.digest(fileDescriptor: fd, algorithm: algorithm)
         } catch {
             throw ContentError(path: path, reason: "computing fs-verity digest: \(error)")
         }
@@ -104,7 +113,7 @@ public enum ContentProcessor {
 }
 
 /// A directory of backing files named by fs-verity digest ("xx/yyyy…").
-public struct DigestStore: Sendable {
+public struct DigestStore: ObjectStore {
     public let path: String
 
     public init(path: String) {
@@ -142,40 +151,40 @@ public struct DigestStore: Sendable {
         guard rename(temporary, destination) == 0 else { throw SystemError("rename", path: destination) }
         keep = true
     }
+}
 
-    /// FICLONE, else copy_file_range, else read/write.
-    private func copyContents(from source: Int32, to destination: Int32, destination path: String) throws(SystemError) {
-        if cfs_ficlone(destination, source) == 0 { return }
-        guard lseek(source, 0, SEEK_SET) == 0 else { throw SystemError("seek", path: path) }
-        var useCopyFileRange = true
-        var copied = 0
-        while useCopyFileRange {
-            let n = cfs_copy_file_range(source, destination, 1 << 30)
-            if n > 0 {
-                copied += n
-                continue
-            }
-            if n == 0 { return }
-            let code = Int32(-n)
-            if code == EINTR { continue }
-            // Not supported between these files: fall back, unless data was already copied.
-            guard copied == 0, [ENOSYS, EXDEV, EOPNOTSUPP, EPERM, EINVAL, EBADF].contains(code) else {
-                throw SystemError("copy_file_range", path: path, code: code)
-            }
-            useCopyFileRange = false
+/// FICLONE, else copy_file_range, else read/write.
+public func copyContents(from source: Int32, to destination: Int32, destination path: String) throws(SystemError) {
+    if cfs_ficlone(destination, source) == 0 { return }
+    guard lseek(source, 0, SEEK_SET) == 0 else { throw SystemError("seek", path: path) }
+    var useCopyFileRange = true
+    var copied = 0
+    while useCopyFileRange {
+        let n = cfs_copy_file_range(source, destination, 1 << 30)
+        if n > 0 {
+            copied += n
+            continue
         }
-        let bufferSize = 1 << 20
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 16)
-        defer { buffer.deallocate() }
-        while true {
-            let n = read(source, buffer.baseAddress, bufferSize)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SystemError("read source for", path: path)
-            }
-            if n == 0 { return }
-            try writeAll(destination, UnsafeRawBufferPointer(rebasing: buffer[0..<n]), path: path)
+        if n == 0 { return }
+        let code = Int32(-n)
+        if code == EINTR { continue }
+        // Not supported between these files: fall back, unless data was already copied.
+        guard copied == 0, [ENOSYS, EXDEV, EOPNOTSUPP, EPERM, EINVAL, EBADF].contains(code) else {
+            throw SystemError("copy_file_range", path: path, code: code)
         }
+        useCopyFileRange = false
+    }
+    let bufferSize = 1 << 20
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 16)
+    defer { buffer.deallocate() }
+    while true {
+        let n = read(source, buffer.baseAddress, bufferSize)
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw SystemError("read source for", path: path)
+        }
+        if n == 0 { return }
+        try writeAll(destination, UnsafeRawBufferPointer(rebasing: buffer[0..<n]), path: path)
     }
 }
 

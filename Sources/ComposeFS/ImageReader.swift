@@ -410,7 +410,8 @@ private struct Loader {
             return
         }
         if key == OverlayXattr.metacopy {
-            if inode.isRegular && value.count == 4 + Limits.digestSize { inode.digest = Array(value[4...]) }
+            // struct ovl_metacopy with a SHA-256 or SHA-512 digest.
+            if inode.isRegular && (value.count == 4 + 32 || value.count == 4 + 64) { inode.digest = Array(value[4...]) }
             return
         }
         if key == OverlayXattr.escapedWhiteout && inode.isRegular {

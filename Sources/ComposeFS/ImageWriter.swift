@@ -3,6 +3,7 @@
 // must always give the same digest, whichever implementation built it).
 
 import EROFS
+import FsVerity
 
 /// Image format versions: 0 is the original; 1 marks directories holding escaped
 /// whiteouts with an opaque=x xattr.
@@ -241,8 +242,9 @@ struct ImageLayout {
                 if node.source.isRegular && node.size > 0 && node.source.content == nil {
                     var metacopy: [UInt8] = []
                     if let digest = node.source.digest {
-                        // struct ovl_metacopy: version 0, length, flags 0, fs-verity algorithm 1 (SHA-256).
-                        metacopy = [0, UInt8(4 + digest.count), 0, 1] + digest
+                        // struct ovl_metacopy: version 0, length, flags 0, fs-verity algorithm (1 SHA-256, 2 SHA-512).
+                        let algorithm: FsVerityAlgorithm = digest.count == FsVerityAlgorithm.sha512.digestSize ? .sha512 : .sha256
+                        metacopy = [0, UInt8(4 + digest.count), 0, algorithm.rawValue] + digest
                     }
                     try node.xattrs.set(OverlayXattr.metacopy, metacopy, external: true)
                     if let payload = node.source.payload, !payload.isEmpty {
@@ -303,8 +305,8 @@ struct ImageLayout {
             } else if inode.size > 0 && ChunkLayout.chunkCount(fileSize: inode.size) > UInt64(ChunkLayout.maxChunks) {
                 throw fail("file too big (\(inode.size) bytes)")
             }
-            if let digest = inode.digest, digest.count != Limits.digestSize {
-                throw fail("fs-verity digest must be \(Limits.digestSize) bytes")
+            if let digest = inode.digest, FsVerityAlgorithm.allCases.allSatisfy({ $0.digestSize != digest.count }) {
+                throw fail("fs-verity digest must be 32 (SHA-256) or 64 (SHA-512) bytes")
             }
         }
     }

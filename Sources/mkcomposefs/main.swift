@@ -143,7 +143,8 @@ struct Mkcomposefs: ParsableCommand {
         let scanned: (root: Inode, files: [ScannedFile])
         do { scanned = try DirectoryScanner.scan(path: Array(source.utf8), options: scanOptions) } catch { throw ToolError("\(error)") }
         do {
-            try ContentProcessor.process(files: scanned.files, threads: threads, digestStore: digestStore)
+            try ContentProcessor.process(
+                files: scanned.files, threads: threads, store: digestStore.map { DigestStore(path: $0) })
         } catch {
             throw ToolError("error computing digest: \(error)")
         }

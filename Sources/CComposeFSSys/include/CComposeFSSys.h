@@ -61,4 +61,14 @@ int cfs_umount(const char *target, int detach);
    device path into device_path. */
 int cfs_loop_attach(int fd, const char *backing_name, char *device_path, size_t device_path_size);
 
+/* An unnamed file in directory dir_fd (O_TMPFILE | O_RDWR | O_CLOEXEC): it never shows up
+   under any name unless cfs_link_tmpfile gives it one, and vanishes if the process dies. */
+int cfs_open_tmpfile(int dir_fd, mode_t mode);
+
+/* Gives the open unnamed file fd the name dir_fd/name (fails with -EEXIST if taken). */
+int cfs_link_tmpfile(int fd, int dir_fd, const char *name);
+
+/* syncfs(2): flushes the whole file system holding fd. */
+int cfs_syncfs(int fd);
+
 #endif

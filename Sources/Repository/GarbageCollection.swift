@@ -1,0 +1,170 @@
+// gc: everything reachable from a ref (images/refs/…, streams/refs/…) or a root given by name
+// stays; other objects go, and so do symlinks left pointing at nothing.
+
+import FsVerity
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct GarbageCollectionResult: Equatable, Sendable {
+    public var objectsRemoved = 0
+    public var bytesRemoved: Int64 = 0
+    public var imagesPruned = 0
+    public var streamsPruned = 0
+}
+
+extension Repository {
+    /// Removes what no root reaches. Unless `dryRun`, waits for the exclusive lock, so no
+    /// import is half done while it runs.
+    public func collectGarbage(roots extraRoots: [String] = [], dryRun: Bool) throws(RepositoryError) -> GarbageCollectionResult {
+        if !dryRun { try lockExclusive() }
+        defer { if !dryRun { try? lockShared() } }
+
+        var live = Set<[UInt8]>()
+        // Images reached from refs or named roots.
+        let imageEntries = try entries(of: "images")
+        var imageRoots = Set(try refTargets(in: "images/refs"))
+        imageRoots.formUnion(extraRoots.filter { imageEntries[$0] != nil })
+        for name in imageRoots.sorted() {
+            guard let id = imageEntries[name] else { continue }
+            live.insert(id)
+            let fd = openat(directory, "objects/" + objectPath(id), O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }  // a ref to a lost image keeps nothing alive
+            defer { close(fd) }
+            try checkVerity(fd, expected: id, path: "images/" + name)
+            live.formUnion(try referencedObjects(imageFD: fd, path: "images/" + name))
+        }
+        // Streams, and the streams they name, recursively.
+        let streamEntries = try entries(of: "streams")
+        let streamNames = Dictionary(streamEntries.map { ($0.value, $0.key) }, uniquingKeysWith: { first, _ in first })
+        var pendingStreams = Set(try refTargets(in: "streams/refs"))
+        pendingStreams.formUnion(extraRoots.filter { streamEntries[$0] != nil })
+        var visited = Set<String>()
+        while let name = pendingStreams.popFirst() {
+            guard visited.insert(name).inserted, let id = streamEntries[name] else { continue }
+            live.insert(id)
+            guard let bytes = try readFile(at: directory, "objects/" + objectPath(id)) else { continue }
+            let references = try SplitStreamReferences(bytes, algorithm: algorithm)
+            live.formUnion(references.objects)
+            for stream in references.streams {
+                live.insert(stream)
+                if let next = streamNames[stream] { pendingStreams.insert(next) }
+            }
+        }
+
+        var result = GarbageCollectionResult()
+        for prefix in 0..<256 {
+            let directoryName = "objects/" + hexByte(prefix)
+            for (name, _) in try list(directoryName) {
+                guard let id = objectID(fromPath: hexByte(prefix) + "/" + name), !live.contains(id) else { continue }
+                var info = stat()
+                guard fstatat(directory, directoryName + "/" + name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+                result.objectsRemoved += 1
+                result.bytesRemoved += Int64(info.st_size)
+                if !dryRun && unlinkat(directory, directoryName + "/" + name, 0) != 0 && errno != ENOENT {
+                    throw .system(operation: "unlink", path: path + "/" + directoryName + "/" + name, code: errno)
+                }
+            }
+        }
+        result.imagesPruned = try pruneBrokenLinks(in: "images", dryRun: dryRun)
+        result.streamsPruned = try pruneBrokenLinks(in: "streams", dryRun: dryRun)
+        return result
+    }
+
+    /// First-level entries of images/ or streams/ (not refs/, not leftover temporary links),
+    /// by name, with the object each names.
+    func entries(of category: String) throws(RepositoryError) -> [String: [UInt8]] {
+        var result: [String: [UInt8]] = [:]
+        for (name, type) in try list(category) where name != "refs" && !name.hasPrefix(".symlink-") {
+            guard type == DT_LNK, let target = readLink(at: directory, category + "/" + name),
+                let id = objectID(fromPath: target)
+            else {
+                throw .corrupt(path: category + "/" + name, reason: "not a symlink to an object")
+            }
+            result[name] = id
+        }
+        return result
+    }
+
+    /// The entry names (last component of each target) that symlinks under `refs` point at.
+    func refTargets(in refs: String) throws(RepositoryError) -> [String] {
+        var targets: [String] = []
+        for (name, type) in try list(refs) {
+            let child = refs + "/" + name
+            if type == DT_DIR {
+                targets += try refTargets(in: child)
+            } else if type == DT_LNK, let target = readLink(at: directory, child),
+                let last = target.split(separator: "/").last
+            {
+                targets.append(String(last))
+            }
+        }
+        return targets
+    }
+
+    /// Removes symlinks under `category` (entries and refs) whose target is gone, and
+    /// temporary links a killed writer left. Returns how many there were.
+    func pruneBrokenLinks(in category: String, dryRun: Bool) throws(RepositoryError) -> Int {
+        var pruned = 0
+        func visit(_ relative: String) throws(RepositoryError) {
+            for (name, type) in try list(relative) {
+                let child = relative + "/" + name
+                if type == DT_DIR {
+                    if child == category + "/refs" || relative.hasPrefix(category + "/refs") { try visit(child) }
+                    continue
+                }
+                guard type == DT_LNK else { continue }
+                var info = stat()
+                let broken = fstatat(directory, child, &info, 0) != 0 && errno == ENOENT
+                guard broken || name.hasPrefix(".symlink-") else { continue }
+                pruned += 1
+                if !dryRun && unlinkat(directory, child, 0) != 0 && errno != ENOENT {
+                    throw .system(operation: "unlink", path: path + "/" + child, code: errno)
+                }
+            }
+        }
+        try visit(category)
+        return pruned
+    }
+
+    /// Names and d_types in a directory below the repository; empty if it does not exist.
+    func list(_ relative: String) throws(RepositoryError) -> [(String, UInt8)] {
+        let fd = openat(directory, relative, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT || errno == ENOTDIR { return [] }
+            throw .system(operation: "open", path: path + "/" + relative, code: errno)
+        }
+        guard let stream = fdopendir(fd) else {
+            close(fd)
+            throw .system(operation: "opendir", path: path + "/" + relative, code: errno)
+        }
+        defer { closedir(stream) }
+        var result: [(String, UInt8)] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name == "." || name == ".." { continue }
+            var type = entry.pointee.d_type
+            if type == DT_UNKNOWN {
+                var info = stat()
+                if fstatat(directory, relative + "/" + name, &info, AT_SYMLINK_NOFOLLOW) == 0 {
+                    switch info.st_mode & S_IFMT {
+                    case S_IFDIR: type = UInt8(DT_DIR)
+                    case S_IFLNK: type = UInt8(DT_LNK)
+                    case S_IFREG: type = UInt8(DT_REG)
+                    default: break
+                    }
+                }
+            }
+            result.append((name, type))
+        }
+        return result.sorted { $0.0 < $1.0 }
+    }
+}
+
+func hexByte(_ value: Int) -> String {
+    let digits = Array("0123456789abcdef")
+    return String([digits[value >> 4], digits[value & 15]])
+}

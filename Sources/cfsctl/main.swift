@@ -1,0 +1,271 @@
+// cfsctl: manage a composefs repository, command-compatible with composefs-rs's cfsctl.
+
+import ArgumentParser
+import CComposeFSSys
+import ComposeFS
+import ComposeFSCLI
+import ComposeFSMount
+import Dumpfile
+import FsVerity
+import Repository
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Cfsctl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cfsctl",
+        abstract: "Manage a composefs repository.",
+        version: "0.3.0",
+        subcommands: [
+            Init.self, CreateImage.self, ComputeID.self, CreateDumpfile.self, ImageObjects.self,
+            Mount.self, ImportImage.self, GC.self, Fsck.self, Transaction.self,
+        ])
+
+    @Option(help: "The repository path") var repo: String?
+    @Flag(help: "Use the user repository (~/.var/lib/composefs)") var user = false
+    @Flag(help: "Use the system repository (/sysroot/composefs)") var system = false
+    @Option(help: "Digest algorithm: sha256 or sha512 (must agree with meta.json)") var hash: String?
+    @Flag(help: .hidden) var insecure = false
+    @Flag(help: "Fail unless the repository requires fs-verity") var requireVerity = false
+    @Flag(help: "Do not open a repository (compute-id and create-dumpfile only)") var noRepo = false
+
+    func validate() throws {
+        guard [repo != nil, user, system].filter({ $0 }).count <= 1 else {
+            throw ValidationError("--repo, --user and --system are mutually exclusive")
+        }
+    }
+
+    /// --repo, else --system/--user, else the system repository for root and the user's otherwise.
+    func repositoryPath() throws -> String {
+        if let repo { return repo }
+        if system || (!user && geteuid() == 0) { return "/sysroot/composefs" }
+        guard let home = getenv("HOME") else { throw ToolError("$HOME must be set when in user mode") }
+        return String(cString: home) + "/.var/lib/composefs"
+    }
+
+    func hashAlgorithm() throws -> FsVerityAlgorithm? {
+        guard let hash else { return nil }
+        guard let algorithm = FsVerityAlgorithm.allCases.first(where: { $0.name == hash }) else {
+            throw ToolError("invalid --hash '\(hash)': expected sha256 or sha512")
+        }
+        return algorithm
+    }
+
+    func openRepository() throws -> Repository {
+        let path = try repositoryPath()
+        let repository = try Repository(path: path)
+        if let wanted = try hashAlgorithm(), wanted != repository.algorithm {
+            throw ToolError(
+                "repository is configured for \(repository.metadata.algorithm) (from meta.json) but --hash \(wanted.name) was specified")
+        }
+        if requireVerity && !repository.isSecure {
+            throw ToolError(
+                "repository was not initialized with fs-verity (hint: re-create with `cfsctl init` on a verity-capable filesystem)")
+        }
+        return repository
+    }
+
+    /// The algorithm for commands that need no repository: --hash, else the repository's, else SHA-512.
+    func standaloneAlgorithm() throws -> FsVerityAlgorithm {
+        if let algorithm = try hashAlgorithm() { return algorithm }
+        if !noRepo, let path = try? repositoryPath(), let repository = try? Repository(path: path) {
+            return repository.algorithm
+        }
+        return RepositoryAlgorithm.default.hash
+    }
+}
+
+/// `sha512:<hex>`, the form composefs-rs prints ids in.
+func idText(_ id: [UInt8], _ algorithm: FsVerityAlgorithm) -> String { "\(algorithm.name):\(Hex.encode(id))" }
+
+func writeStandardOutput(_ text: String) {
+    var bytes = Array(text.utf8)
+    bytes.withUnsafeMutableBytes { buffer in
+        var offset = 0
+        while offset < buffer.count {
+            let n = write(1, buffer.baseAddress! + offset, buffer.count - offset)
+            if n <= 0 { break }
+            offset += n
+        }
+    }
+}
+
+struct Init: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create a repository (meta.json).")
+    @ParentCommand var global: Cfsctl
+
+    @Option(help: "fsverity-sha256-12 or fsverity-sha512-12") var algorithm = RepositoryAlgorithm.default.description
+    @Flag(help: "Do not require fs-verity (for file systems without it)") var insecure = false
+    @Argument(help: "Where (default: the repository path)") var path: String?
+
+    func run() throws {
+        let algorithm = try RepositoryAlgorithm(parsing: algorithm)
+        let path = try path ?? global.repositoryPath()
+        let insecure = insecure || global.insecure
+        switch try Repository.initialize(at: path, algorithm: algorithm, insecure: insecure) {
+        case .created:
+            writeStandardOutput(
+                "Initialized composefs repository at \(path)\n  algorithm: \(algorithm)\n  verity:    "
+                    + (insecure ? "not required (insecure)" : "required") + "\n")
+        case .alreadyInitialized:
+            writeStandardOutput("Repository already initialized at \(path)\n")
+        }
+    }
+}
+
+struct CreateImage: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create-image", abstract: "Store a directory's files and its image; print the image id.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "The directory") var path: String
+    @Argument(help: "A ref for the image (images/refs/NAME)") var imageName: String?
+
+    func run() throws {
+        let repository = try global.openRepository()
+        let id = try repository.createImage(from: path, name: imageName, threads: Int(cfs_available_cpus()))
+        writeStandardOutput(idText(id, repository.algorithm) + "\n")
+    }
+}
+
+struct ComputeID: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compute-id", abstract: "Print the image id of a directory without storing anything.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "The directory") var path: String
+
+    func run() throws {
+        let id = try TreeImage.computeID(directory: path, algorithm: try global.standaloneAlgorithm(), threads: Int(cfs_available_cpus()))
+        writeStandardOutput(Hex.encode(id) + "\n")
+    }
+}
+
+struct CreateDumpfile: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create-dumpfile", abstract: "Print the composefs-dump(5) of a directory.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "The directory") var path: String
+
+    func run() throws {
+        let image = try TreeImage.build(
+            directory: path, algorithm: try global.standaloneAlgorithm(), threads: Int(cfs_available_cpus()), store: nil)
+        let root = try image.withUnsafeBytes { try ImageReader.read($0) }
+        let output = OutputFile.standardOutput()
+        try DumpfileWriter.write(root: root) { try output.write($0) }
+        try output.commit()
+    }
+}
+
+struct ImageObjects: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "image-objects", abstract: "List the objects an image refers to.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "The image: its id or refs/NAME") var name: String
+
+    func run() throws {
+        let repository = try global.openRepository()
+        let objects = try repository.imageObjects(name)
+        writeStandardOutput(objects.map { idText($0, repository.algorithm) + "\n" }.sorted().joined())
+    }
+}
+
+struct Mount: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Mount an image of the repository.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "The image: its id (verified) or refs/NAME") var name: String
+    @Argument(help: "Where to mount it") var mountpoint: String
+
+    func run() throws {
+        let repository = try global.openRepository()
+        let image = try repository.openImage(name)
+        defer { close(image.fd) }
+        // Verity on every backing file wherever the repository promises it.
+        let options = MountOptions(
+            basedirs: [repository.path + "/objects"], verity: repository.isSecure && image.verified ? .required : .off,
+            readOnly: true)
+        do {
+            try ComposefsMount.mount(imageFileDescriptor: image.fd, imageName: name, at: mountpoint, options: options)
+        } catch {
+            throw ToolError("Failed to mount \(name): \(error)")
+        }
+    }
+}
+
+struct ImportImage: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import-image", abstract: "Store an EROFS image read from stdin under images/refs/REFERENCE.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "The ref name") var reference: String
+
+    func run() throws {
+        let repository = try global.openRepository()
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count >= 0 else { throw ToolError("reading stdin: \(String(cString: strerror(errno)))") }
+            if count == 0 { break }
+            bytes += buffer[..<count]
+        }
+        // Only well-formed composefs images may go where mounts look.
+        do { _ = try bytes.withUnsafeBytes { try ImageReader.read($0) } } catch {
+            throw ToolError("stdin is not a valid composefs image: \(error)")
+        }
+        let id = try repository.writeImage(bytes, name: reference)
+        writeStandardOutput(idText(id, repository.algorithm) + "\n")
+    }
+}
+
+struct GC: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gc", abstract: "Remove objects no ref reaches, and dangling links.")
+    @ParentCommand var global: Cfsctl
+    @Option(name: [.short, .long], help: "Also keep this image or stream (by entry name)") var root: [String] = []
+    @Flag(name: [.short, .long], help: "Only report what would be removed") var dryRun = false
+
+    func run() throws {
+        let repository = try global.openRepository()
+        let result = try repository.collectGarbage(roots: root, dryRun: dryRun)
+        var text = dryRun ? "Dry run (no files deleted):\n" : ""
+        text += "Objects: \(result.objectsRemoved) removed (\(result.bytesRemoved) bytes)\n"
+        if result.imagesPruned > 0 || result.streamsPruned > 0 {
+            text += "Pruned symlinks: \(result.imagesPruned) images, \(result.streamsPruned) streams\n"
+        }
+        writeStandardOutput(text)
+    }
+}
+
+struct Fsck: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check the repository's integrity.")
+    @ParentCommand var global: Cfsctl
+    @Flag(help: "Print a JSON report (exit status 0 whatever it finds)") var json = false
+    @Flag(help: "Remove corrupt objects, stray files and dangling links") var repair = false
+
+    func run() throws {
+        let repository = try global.openRepository()
+        let report = try repository.fsck(repair: repair)
+        if json {
+            writeStandardOutput(report.json)
+            return
+        }
+        writeStandardOutput(report.text)
+        if !report.ok { throw ToolError("repository integrity check failed") }
+    }
+}
+
+struct Transaction: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Hold the repository's shared lock until killed (keeps gc away).")
+    @ParentCommand var global: Cfsctl
+
+    func run() throws {
+        let repository = try global.openRepository()
+        withExtendedLifetime(repository) {
+            while true { pause() }
+        }
+    }
+}
+
+Cfsctl.runAsTool()
