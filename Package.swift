@@ -69,7 +69,9 @@ let package = Package(
         .testTarget(name: "FsVerityTests", dependencies: ["FsVerity"]),
         .testTarget(
             name: "ComposeFSTests",
-            dependencies: ["ComposeFS", "Dumpfile", "EROFS", "FsVerity", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["ComposeFS", "Dumpfile", "EROFS", "FsVerity", .product(name: "Crypto", package: "swift-crypto")],
+            // Fuzzer inputs, read through #filePath.
+            exclude: ["FuzzRegressions"]),
         // End-to-end tests of the executables.
         .testTarget(
             name: "ToolTests",
