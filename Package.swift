@@ -78,7 +78,7 @@ let package = Package(
             dependencies: [
                 "CComposeFSSys", "ComposeFS", "ComposeFSMount", "Dumpfile", "FsVerity", "mkcomposefs", "composefs-info", "composefs-dump",
                 "composefs-fuse",
-                "mount.composefs", .product(name: "Crypto", package: "swift-crypto"),
+                "mount.composefs", "cfsctl", .product(name: "Crypto", package: "swift-crypto"),
             ]),
     ]
 )

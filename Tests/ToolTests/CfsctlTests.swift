@@ -1,0 +1,237 @@
+// End-to-end tests of cfsctl on real trees: the repository stays consistent whatever happens
+// to the processes writing it.
+
+import Foundation
+import Testing
+
+@Suite(.serialized) struct CfsctlTests {
+    /// A repository in a scratch directory (insecure: this kernel may lack fs-verity).
+    struct Scratch {
+        let work = try! TemporaryDirectory()
+        var repo: String { work.url.appendingPathComponent("repo").path }
+
+        init(algorithm: String = "fsverity-sha256-12") throws {
+            let result = try cfsctl(["--repo", repo, "init", "--insecure", "--algorithm", algorithm])
+            #expect(result.status == 0, "\(result.stderr)")
+        }
+
+        func cfsctl(_ arguments: [String]) throws -> ProcessResult { try runTool("cfsctl", arguments) }
+
+        /// A tree of `count` files (a few large), sharing some contents, with hard links.
+        func makeTree(_ name: String, files count: Int, seed: Int) throws -> String {
+            let root = work.url.appendingPathComponent(name).path
+            for i in 0..<count {
+                let directory = root + "/d\(i % 17)/e\(i % 5)"
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                let size = i % 97 == 0 ? 3_000_000 + i : (i * 131 + seed) % 9000
+                let bytes = (0..<size).map { UInt8(truncatingIfNeeded: ($0 &* 31) ^ (i % 50) ^ seed) }
+                try Data(bytes).write(to: URL(fileURLWithPath: directory + "/f\(i)"))
+            }
+            #expect(link(root + "/d0/e0/f0", root + "/hardlink") == 0)
+            return root
+        }
+
+        func objectCount() throws -> Int { try listFiles(repo + "/objects").count }
+    }
+
+    @Test func createImageEqualsMkcomposefsAndDeduplicates() throws {
+        let scratch = try Scratch()
+        let tree = scratch.work.url.appendingPathComponent("tree")
+        _ = try MkcomposefsTests.makeTree(at: tree)
+        let created = try scratch.cfsctl(["--repo", scratch.repo, "create-image", tree.path, "app/v1"])
+        #expect(created.status == 0, "\(created.stderr)")
+        let mkcomposefs = try runTool("mkcomposefs", ["--print-digest-only", tree.path])
+        let digest = mkcomposefs.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(created.stdout == "sha256:\(digest)\n")
+        let computed = try scratch.cfsctl(["--repo", scratch.repo, "compute-id", tree.path])
+        #expect(computed.stdout == digest + "\n")
+        // Two distinct large contents plus the image itself.
+        #expect(try scratch.objectCount() == 3)
+        #expect(FileManager.default.fileExists(atPath: scratch.repo + "/images/refs/app/v1"))
+        let again = try scratch.cfsctl(["--repo", scratch.repo, "create-image", tree.path])
+        #expect(again.stdout == created.stdout)
+        #expect(try scratch.objectCount() == 3)
+        let objects = try scratch.cfsctl(["--repo", scratch.repo, "image-objects", "refs/app/v1"])
+        #expect(objects.stdout.split(separator: "\n").count == 2, "\(objects.stdout)\(objects.stderr)")
+        let dump = try scratch.cfsctl(["--repo", scratch.repo, "create-dumpfile", tree.path])
+        let reference = try runTool("mkcomposefs", ["--print-digest-only", "--from-file", "-"], stdin: {
+            let file = scratch.work.url.appendingPathComponent("tree.dump").path
+            _ = FileManager.default.createFile(atPath: file, contents: Data(dump.stdout.utf8))
+            return file
+        }())
+        #expect(reference.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == digest)
+    }
+
+    @Test func gcKeepsWhatRefsReach() throws {
+        let scratch = try Scratch()
+        let kept = try scratch.makeTree("kept", files: 60, seed: 1)
+        let dropped = try scratch.makeTree("dropped", files: 60, seed: 2)
+        let keptID = try scratch.cfsctl(["--repo", scratch.repo, "create-image", kept, "kept"]).stdout
+        _ = try scratch.cfsctl(["--repo", scratch.repo, "create-image", dropped])
+        let before = try scratch.objectCount()
+        let dryRun = try scratch.cfsctl(["--repo", scratch.repo, "gc", "--dry-run"])
+        #expect(dryRun.stdout.hasPrefix("Dry run (no files deleted):\nObjects: "), "\(dryRun.stdout)")
+        #expect(try scratch.objectCount() == before)
+        let gc = try scratch.cfsctl(["--repo", scratch.repo, "gc"])
+        #expect(gc.status == 0, "\(gc.stderr)")
+        #expect(gc.stdout.contains("Pruned symlinks: 1 images, 0 streams"), "\(gc.stdout)")
+        #expect(try scratch.objectCount() < before)
+        let fsck = try scratch.cfsctl(["--repo", scratch.repo, "fsck"])
+        #expect(fsck.status == 0, "\(fsck.stdout)\(fsck.stderr)")
+        // Everything the kept image needs is still there.
+        let again = try scratch.cfsctl(["--repo", scratch.repo, "create-image", kept])
+        #expect(again.stdout == keptID)
+        let objects = try scratch.cfsctl(["--repo", scratch.repo, "image-objects", "refs/kept"])
+        for line in objects.stdout.split(separator: "\n") {
+            let hex = line.dropFirst("sha256:".count)
+            #expect(FileManager.default.fileExists(atPath: scratch.repo + "/objects/\(hex.prefix(2))/\(hex.dropFirst(2))"))
+        }
+    }
+
+    @Test func fsckFindsAndRepairsDamage() throws {
+        let scratch = try Scratch()
+        let tree = try scratch.makeTree("tree", files: 40, seed: 3)
+        let id = try scratch.cfsctl(["--repo", scratch.repo, "create-image", tree, "tree"]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines).dropFirst("sha256:".count)
+        let data = try listFiles(scratch.repo + "/objects").filter { $0 != "\(id.prefix(2))/\(id.dropFirst(2))" }
+        // A corrupted object, a missing one, a dangling ref and a stray temporary file.
+        try Data("garbage".utf8).write(to: URL(fileURLWithPath: scratch.repo + "/objects/" + data[0]))
+        try FileManager.default.removeItem(atPath: scratch.repo + "/objects/" + data[1])
+        try FileManager.default.createSymbolicLink(atPath: scratch.repo + "/images/refs/dangling", withDestinationPath: "../" + String(repeating: "0", count: 64))
+        try FileManager.default.createDirectory(atPath: scratch.repo + "/objects/00", withIntermediateDirectories: true)
+        #expect(FileManager.default.createFile(atPath: scratch.repo + "/objects/00/.tmpXYZ123", contents: Data("partial".utf8)))
+        let fsck = try scratch.cfsctl(["--repo", scratch.repo, "fsck"])
+        #expect(fsck.status == 1)
+        for type in ["object-digest-mismatch", "image-missing-object", "broken-symlink", "object-invalid-name"] {
+            #expect(fsck.stdout.contains("fsck: \(type): "), "\(type) not reported:\n\(fsck.stdout)")
+        }
+        let json = try scratch.cfsctl(["--repo", scratch.repo, "fsck", "--json"])
+        #expect(json.status == 0)
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        #expect(report["ok"] as? Bool == false)
+        #expect(report["brokenLinks"] as? Int == 1)
+        #expect((report["errors"] as? [[String: Any]])?.contains { $0["type"] as? String == "object-digest-mismatch" } == true)
+
+        _ = try scratch.cfsctl(["--repo", scratch.repo, "fsck", "--repair"])
+        // Importing the tree again puts back what the repair removed.
+        _ = try scratch.cfsctl(["--repo", scratch.repo, "create-image", tree, "tree"])
+        let clean = try scratch.cfsctl(["--repo", scratch.repo, "fsck"])
+        #expect(clean.status == 0, "\(clean.stdout)")
+    }
+
+    /// SIGKILL at any moment of an import leaves a repository fsck calls clean, and the next
+    /// import completes it.
+    @Test func killedImportsLeaveACleanRepository() throws {
+        let scratch = try Scratch()
+        let tree = try scratch.makeTree("tree", files: 400, seed: 4)
+        let expected = try runTool("mkcomposefs", ["--print-digest-only", tree]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<8 {
+            let process = Process()
+            process.executableURL = productsDirectory().appendingPathComponent("cfsctl")
+            process.arguments = ["--repo", scratch.repo, "create-image", tree, "tree"]
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            usleep(UInt32.random(in: 0..<(round == 0 ? 1_000 : 150_000), using: &generator))
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            let fsck = try scratch.cfsctl(["--repo", scratch.repo, "fsck"])
+            #expect(fsck.status == 0, "round \(round): \(fsck.stdout)")
+        }
+        let finished = try scratch.cfsctl(["--repo", scratch.repo, "create-image", tree, "tree"])
+        #expect(finished.stdout == "sha256:\(expected)\n", "\(finished.stderr)")
+        #expect(try scratch.cfsctl(["--repo", scratch.repo, "fsck"]).status == 0)
+    }
+
+    /// Several imports and gcs at once: every named image ends up whole.
+    @Test func concurrentImportsAndGC() throws {
+        let scratch = try Scratch()
+        let trees = try (0..<4).map { try scratch.makeTree("tree\($0)", files: 150, seed: 10 + $0) }
+        var processes: [Process] = []
+        for (i, tree) in trees.enumerated() {
+            for arguments in [["create-image", tree, "tree\(i)"], ["gc"]] {
+                let process = Process()
+                process.executableURL = productsDirectory().appendingPathComponent("cfsctl")
+                process.arguments = ["--repo", scratch.repo] + arguments
+                process.standardOutput = FileHandle.nullDevice
+                try process.run()
+                processes.append(process)
+            }
+        }
+        for process in processes {
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+        }
+        let fsck = try scratch.cfsctl(["--repo", scratch.repo, "fsck"])
+        #expect(fsck.status == 0, "\(fsck.stdout)")
+        #expect(fsck.stdout.contains("images: 4/4 ok"), "\(fsck.stdout)")
+        for i in 0..<4 {
+            let objects = try scratch.cfsctl(["--repo", scratch.repo, "image-objects", "refs/tree\(i)"])
+            #expect(objects.status == 0 && !objects.stdout.isEmpty)
+        }
+    }
+
+    /// gc waits for a transaction (an import holding the lock) to end.
+    @Test func gcWaitsForTransactions() throws {
+        let scratch = try Scratch()
+        let holder = Process()
+        holder.executableURL = productsDirectory().appendingPathComponent("cfsctl")
+        holder.arguments = ["--repo", scratch.repo, "transaction"]
+        try holder.run()
+        usleep(300_000)
+        let gc = Process()
+        gc.executableURL = productsDirectory().appendingPathComponent("cfsctl")
+        gc.arguments = ["--repo", scratch.repo, "gc"]
+        gc.standardOutput = FileHandle.nullDevice
+        try gc.run()
+        usleep(500_000)
+        #expect(gc.isRunning, "gc ran while a transaction held the repository")
+        kill(holder.processIdentifier, SIGKILL)
+        holder.waitUntilExit()
+        gc.waitUntilExit()
+        #expect(gc.terminationStatus == 0)
+    }
+
+    @Test func refusesWhatItCannotHonour() throws {
+        let work = try TemporaryDirectory()
+        let repo = work.url.appendingPathComponent("repo").path
+        let secure = try runTool("cfsctl", ["--repo", repo, "init"])
+        if secure.status != 0 {
+            // No fs-verity here: say so and point at --insecure.
+            #expect(secure.stderr.contains("--insecure"), "\(secure.stderr)")
+        }
+        _ = try runTool("cfsctl", ["--repo", repo, "init", "--insecure"])
+        let conflicting = try runTool("cfsctl", ["--repo", repo, "init", "--insecure", "--algorithm", "fsverity-sha256-12"])
+        #expect(conflicting.status == 1 && conflicting.stderr.contains("already initialized"))
+        let wrongHash = try runTool("cfsctl", ["--repo", repo, "--hash", "sha256", "gc"])
+        #expect(wrongHash.status == 1 && wrongHash.stderr.contains("--hash sha256"))
+        let requireVerity = try runTool("cfsctl", ["--repo", repo, "--require-verity", "gc"])
+        #expect(requireVerity.status == 1 && requireVerity.stderr.contains("not initialized with fs-verity"))
+        // A repository from a newer format is refused, not misread.
+        try Data("{\"version\": 2, \"algorithm\": \"fsverity-sha512-12\"}\n".utf8).write(to: URL(fileURLWithPath: repo + "/meta.json"))
+        let newer = try runTool("cfsctl", ["--repo", repo, "gc"])
+        #expect(newer.status == 1 && newer.stderr.contains("unsupported repository format version 2"), "\(newer.stderr)")
+        let missing = try runTool("cfsctl", ["--repo", work.url.appendingPathComponent("none").path, "gc"])
+        #expect(missing.status == 1)
+    }
+
+    @Test(.enabled(if: MountEnvironment.canMount)) func mountsImagesByRefAndDigest() throws {
+        let scratch = try Scratch()
+        let tree = scratch.work.url.appendingPathComponent("tree").path
+        try MountTests.makeRootTree(at: URL(fileURLWithPath: tree))
+        let id = try scratch.cfsctl(["--repo", scratch.repo, "create-image", tree, "root"]).stdout
+            .trimmingCharacters(in: .whitespacesAndNewlines).dropFirst("sha256:".count)
+        let mountpoint = scratch.work.url.appendingPathComponent("mnt").path
+        try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        for name in ["refs/root", String(id)] {
+            let result = try scratch.cfsctl(["--repo", scratch.repo, "mount", name, mountpoint])
+            #expect(result.status == 0, "\(result.stderr)")
+            guard result.status == 0 else { continue }
+            defer { unmountAndCheck(mountpoint) }
+            let expected = try TreeSnapshot.capture(root: tree).asMounted(version: 1)
+            let differences = MountTests.withoutHardlinks(expected)
+                .differences(from: MountTests.withoutHardlinks(try TreeSnapshot.capture(root: mountpoint)))
+            #expect(differences.isEmpty, "\(name): \(differences.joined(separator: "\n"))")
+        }
+    }
+}
