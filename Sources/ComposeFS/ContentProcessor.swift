@@ -33,13 +33,16 @@ public enum ContentProcessor {
 
     /// Digests every non-empty file, inlines those of at most
     /// `Limits.recommendedInlineContentMax` bytes, and copies the others into `store` when given.
+    /// `progress`, if given, hears (files done, files in all) from the worker threads.
     public static func process(
-        files: [ScannedFile], threads: Int, algorithm: FsVerityAlgorithm = .sha256, store: (any ObjectStore)?
+        files: [ScannedFile], threads: Int, algorithm: FsVerityAlgorithm = .sha256, store: (any ObjectStore)?,
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) throws(ContentError) {
         // Largest first, so no thread is left hashing one big file at the end.
         let work = files.filter { $0.inode.size > 0 }.sorted { $0.inode.size > $1.inode.size }
         var results = [FileContent?](repeating: nil, count: work.count)
         let next = Atomic<Int>(0)
+        let done = Atomic<Int>(0)
         let failed = Atomic<Bool>(false)
         let firstError = Mutex<ContentError?>(nil)
         let workerCount = max(1, min(threads, work.count))
@@ -53,6 +56,7 @@ public enum ContentProcessor {
                     let file = input.value[i]
                     do throws(ContentError) {
                         output.value[i] = try processFile(file, algorithm: algorithm, store: store)
+                        if let progress { progress(done.wrappingAdd(1, ordering: .relaxed).newValue, input.value.count) }
                     } catch {
                         failed.store(true, ordering: .relaxed)
                         firstError.withLock { if $0 == nil { $0 = error } }

@@ -15,11 +15,13 @@ public enum TreeImage {
     /// The tree of `directory`, its files' digests computed with `algorithm`, each file over the
     /// inline limit copied into `store` when one is given.
     public static func build(
-        directory: String, algorithm: FsVerityAlgorithm, threads: Int, store: (any ObjectStore)?
+        directory: String, algorithm: FsVerityAlgorithm, threads: Int, store: (any ObjectStore)?,
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) throws(RepositoryError) -> [UInt8] {
         do {
             let scanned = try DirectoryScanner.scan(path: Array(directory.utf8), options: ScanOptions())
-            try ContentProcessor.process(files: scanned.files, threads: threads, algorithm: algorithm, store: store)
+            try ContentProcessor.process(
+                files: scanned.files, threads: threads, algorithm: algorithm, store: store, progress: progress)
             return try ImageWriter.image(root: scanned.root)
         } catch let error as RepositoryError {
             throw error
@@ -37,11 +39,15 @@ public enum TreeImage {
 extension Repository {
     /// Stores every file of `directory` and its image; returns the image id. With `name`, the
     /// image also gets the ref images/refs/NAME.
-    public func createImage(from directory: String, name: String?, threads: Int) throws(RepositoryError) -> [UInt8] {
+    public func createImage(
+        from directory: String, name: String?, threads: Int,
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
+    ) throws(RepositoryError) -> [UInt8] {
         let objects = try objectsDirectory()
         defer { close(objects) }
         let store = RepositoryObjectStore(repository: self, objects: objects)
-        let image = try TreeImage.build(directory: directory, algorithm: algorithm, threads: threads, store: store)
+        let image = try TreeImage.build(
+            directory: directory, algorithm: algorithm, threads: threads, store: store, progress: progress)
         return try writeImage(image, name: name)
     }
 

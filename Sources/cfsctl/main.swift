@@ -8,6 +8,7 @@ import ComposeFSMount
 import Dumpfile
 import FsVerity
 import Repository
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -77,6 +78,32 @@ struct Cfsctl: ParsableCommand {
     }
 }
 
+/// "Label: done/total" rewritten in place on stderr, at most ten times a second; only when
+/// stdout is a terminal (nil otherwise), so scripts see no progress noise.
+final class ProgressLine: Sendable {
+    let label: String
+    private let lastReport = Mutex<Double>(0)
+
+    init?(label: String) {
+        guard isatty(1) == 1 else { return nil }
+        self.label = label
+    }
+
+    @Sendable func report(done: Int, total: Int) {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let seconds = Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+        let due = lastReport.withLock { last in
+            guard done == total || seconds - last >= 0.1 else { return false }
+            last = seconds
+            return true
+        }
+        if due { writeStandardError("\r\(label): \(done)/\(total) files") }
+    }
+
+    func finish() { writeStandardError("\r\u{1B}[K") }
+}
+
 /// `sha512:<hex>`, the form composefs-rs prints ids in.
 func idText(_ id: [UInt8], _ algorithm: FsVerityAlgorithm) -> String { "\(algorithm.name):\(Hex.encode(id))" }
 
@@ -124,7 +151,10 @@ struct CreateImage: ParsableCommand {
 
     func run() throws {
         let repository = try global.openRepository()
-        let id = try repository.createImage(from: path, name: imageName, threads: Int(cfs_available_cpus()))
+        let progress = ProgressLine(label: "Storing files")
+        let id = try repository.createImage(
+            from: path, name: imageName, threads: Int(cfs_available_cpus()), progress: progress?.report)
+        progress?.finish()
         writeStandardOutput(idText(id, repository.algorithm) + "\n")
     }
 }

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# cfsctl create-image into an empty repository against the reference C
+# `mkcomposefs --digest-store` on the same tree with the same threads, then a re-import
+# of the same tree (every object already present) against the first import.
+#
+# Usage: REF_BINDIR=/path/to/composefs/build/tools bench/cfsctl.sh [TREE]
+#   REF_BINDIR  directory with the reference mkcomposefs, built from github.com/containers/composefs
+#               by you (this project does not build it).
+#   TREE        default /usr/lib/x86_64-linux-gnu (pass /usr for the full tree; slow: the
+#               reference fsyncs every object).
+#   RUNS        hyperfine runs (default 3).
+# Stores go to /var/tmp (a disk, not tmpfs). Needs hyperfine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REF=${REF_BINDIR:?set REF_BINDIR to the directory with the reference mkcomposefs}/mkcomposefs
+TREE=${1:-/usr/lib/x86_64-linux-gnu}
+RUNS=${RUNS:-3}
+THREADS=$(nproc)
+
+swift build -c release --product cfsctl >/dev/null
+swift build -c release --product mkcomposefs >/dev/null
+OURS=$PWD/.build/release/cfsctl
+
+work=$(mktemp -d /var/tmp/cfs-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+echo "== first import of $TREE: cfsctl create-image (SHA-256 repository) vs reference mkcomposefs --digest-store (--threads=$THREADS)"
+hyperfine --runs "$RUNS" \
+    --prepare "rm -rf $work/store $work/repo $work/ref.cfs; $OURS --repo $work/repo init --insecure --algorithm fsverity-sha256-12 >/dev/null" \
+    -n reference "$REF --threads=$THREADS --digest-store=$work/store $TREE $work/ref.cfs" \
+    -n ours "$OURS --repo $work/repo create-image $TREE"
+
+ours_id=$("$OURS" --repo "$work/repo" create-image "$TREE")
+ref_id=$("$REF" --print-digest-only "$TREE")
+[ "${ours_id#sha256:}" = "$ref_id" ] && echo "image ids identical: $ref_id"
+
+echo "== re-import of $TREE (all objects present) vs first import"
+hyperfine --runs "$RUNS" \
+    --prepare "rm -rf $work/fresh; $OURS --repo $work/fresh init --insecure --algorithm fsverity-sha256-12 >/dev/null" \
+    -n first-import "$OURS --repo $work/fresh create-image $TREE" \
+    -n re-import "$OURS --repo $work/repo create-image $TREE"
