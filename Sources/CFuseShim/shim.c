@@ -18,6 +18,7 @@ struct cfs_fuse_setup {
 	char *basedir;
 	int noacl;
 	int verity;
+	int open_requests;
 	/* Non-option arguments seen so far. */
 	char *positional[2];
 	int positional_count;
@@ -30,6 +31,7 @@ static const struct fuse_opt cfs_fuse_opts[] = {
 	CFS_OPT("basedir=%s", basedir, 0),
 	CFS_OPT("noacl", noacl, 1),
 	CFS_OPT("verity", verity, 1),
+	CFS_OPT("open_requests", open_requests, 1),
 	FUSE_OPT_END
 };
 
@@ -117,6 +119,7 @@ int cfs_fuse_parse(int argc, char **argv, const char *extra_help,
 	options->mountpoint = setup->cmdline.mountpoint;
 	options->noacl = setup->noacl;
 	options->verity = setup->verity;
+	options->open_requests = setup->open_requests;
 	options->foreground = setup->cmdline.foreground;
 	options->singlethread = setup->cmdline.singlethread;
 	options->clone_fd = setup->cmdline.clone_fd;

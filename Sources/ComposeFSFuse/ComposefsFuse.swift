@@ -18,6 +18,9 @@ public enum ComposefsFuse {
                                    the image, hashing it when the kernel has no fs-verity
                                    measurement for it (by default only kernel measurements
                                    are checked)
+            -o open_requests       have the kernel ask before opening any file or directory
+                                   (as the reference does: a missing backing file then
+                                   fails the open rather than the reads)
 
         """
 
@@ -61,7 +64,8 @@ public enum ComposefsFuse {
             }
         }
         server = Server(
-            view: view, basedir: basedir, useACL: view.hasACL && options.noacl == 0, verifyDigests: options.verity != 0)
+            view: view, basedir: basedir, useACL: view.hasACL && options.noacl == 0, verifyDigests: options.verity != 0,
+            openRequests: options.open_requests != 0)
         var operations = makeOperations()
         // The mapping and the descriptor live until the process exits.
         return cfs_fuse_serve(setup, &operations, nil)

@@ -1,6 +1,6 @@
 // The FUSE low-level operations, answering from the mapped image. Everything the
 // handlers read is immutable after mounting, so they run on libfuse's worker threads
-// without locks (only the digest cache of backing files has one).
+// without locks (only the pool of open backing files and the digest cache have one).
 //
 // What the kernel sees matches the reference composefs-fuse:
 // - inode numbers are nids, except that the root is FUSE_ROOT_ID (1) and whatever
@@ -8,10 +8,15 @@
 // - attributes come straight from the inode (compact inodes carry the image's build
 //   time), and entries and attributes are cached for an hour;
 // - devices numbered 0/0 (overlay whiteouts) are hidden;
-// - only user.* xattrs are visible, as to an unprivileged overlayfs user; the
-//   trusted.overlay.* ones composefs adds for overlayfs never show;
+// - only user.* xattrs are visible, as to an unprivileged overlayfs user: the
+//   trusted.overlay.* ones composefs adds for overlayfs never show, nor do other
+//   trusted.* or security.* ones;
 // - regular files are read from the image when inline and otherwise from the file
 //   their redirect names below the base directory (spliced, never copied).
+// Where it deliberately differs: an image's POSIX ACLs are served (and so enforced by
+// the kernel) instead of being dropped; symlink targets stored outside the inode can
+// be read; backing files are checked (size, and fs-verity digest where the kernel has
+// one); and files open without a request (see "Files" below).
 
 import CFuseShim
 import EROFS
@@ -24,18 +29,20 @@ import Glibc
 /// Entry and attribute cache lifetime handed to the kernel: the image never changes.
 let cacheTimeout = 3600.0
 
-/// The file handle of a file served from the image itself.
-let inlineHandle = UInt64.max
-
 final class Server: @unchecked Sendable {
     let view: ImageView
     /// O_PATH descriptor of the object directory, or -1 without one.
     let basedir: Int32
     let useACL: Bool
     let verifier: BackingFileVerifier
+    let pool = DescriptorPool()
 
-    init(view: ImageView, basedir: Int32, useACL: Bool, verifyDigests: Bool) {
+    /// Have the kernel send open and opendir requests even where it need not.
+    let openRequests: Bool
+
+    init(view: ImageView, basedir: Int32, useACL: Bool, verifyDigests: Bool, openRequests: Bool) {
         self.view = view
+        self.openRequests = openRequests
         self.basedir = basedir
         self.useACL = useACL
         verifier = BackingFileVerifier(computeMissing: verifyDigests)
@@ -109,6 +116,7 @@ func doGetattr(_ req: fuse_req_t?, _ ino: fuse_ino_t) {
 }
 
 func doOpendir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
+    if zeroMessageOpendir { return reply(req, error: ENOSYS) }
     let s = server!
     guard let fi, let inode = s.view.inode(s.nid(ino)) else { return reply(req, error: EIO) }
     guard inode.isDirectory else { return reply(req, error: ENOTDIR) }
@@ -208,15 +216,24 @@ func doReadlink(_ req: fuse_req_t?, _ ino: fuse_ino_t) {
 let userXattrIndex: UInt8 = 1
 let trustedXattrIndex: UInt8 = 4
 
+/// Whether an xattr stored under prefix `index` with suffix `name` is shown: user.*,
+/// and the POSIX ACLs when the image has them (and -o noacl was not given). The
+/// trusted.* ones (the overlay xattrs among them) and security.* stay hidden, as in
+/// the reference.
+@inline(__always)
+func isVisible(_ s: Server, index: UInt8, name: UnsafeRawBufferPointer) -> Bool {
+    index == userXattrIndex || (s.useACL && (index == 2 || index == 3) && name.isEmpty)
+}
+
 func doListxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int) {
     let s = server!
     guard let inode = s.view.inode(s.nid(ino)) else { return reply(req, error: EIO) }
-    let prefix = EROFSXattrPrefix.prefixes[Int(userXattrIndex)]
     withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(size, 1)) { buffer in
         var total = 0
         var tooSmall = false
         let ok = s.view.forEachXattr(inode) { record in
-            guard record.index == userXattrIndex else { return true }
+            guard isVisible(s, index: record.index, name: record.name) else { return true }
+            let prefix = EROFSXattrPrefix.prefixes[Int(record.index)]
             let length = prefix.count + record.name.count + 1
             if size > 0 {
                 guard length <= size - total else {
@@ -268,7 +285,7 @@ func doGetxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ name: UnsafePointer<CCh
     let isACL = ((index == 2 || index == 3) && suffix.isEmpty) || (index == 0 && suffix.elementsEqual(nfs4ACLName))
     // Without ACLs in the image, say the file system has none, so callers stop asking.
     if isACL && !s.useACL { return reply(req, error: EOPNOTSUPP) }
-    guard index == userXattrIndex else { return reply(req, error: ENODATA) }
+    guard isVisible(s, index: index, name: suffix) else { return reply(req, error: ENODATA) }
     var value: UnsafeRawBufferPointer?
     let ok = s.view.forEachXattr(inode) { record in
         if record.index == index && compare(record.name, suffix) == 0 {
@@ -289,41 +306,70 @@ func doGetxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ name: UnsafePointer<CCh
 }
 
 // MARK: Files
+//
+// Where the kernel supports it (Linux 5.1+), files and directories are opened without
+// a request at all: open and opendir answer ENOSYS once, and the kernel then opens
+// everything itself with the page cache and the readdir cache kept, and sends no
+// release. Reads then find the backing file by inode, through a small pool of open
+// descriptors, so a small file costs one request instead of three; a missing or
+// mismatching backing file fails its reads with EIO instead of the open.
+// Older kernels (or -o open_requests) get the reference's behaviour: the backing file
+// is opened (and checked) at open time and its descriptor is the file handle.
 
 let redirectName = Array("overlay.redirect".utf8)
 let metacopyName = Array("overlay.metacopy".utf8)
+
+/// Set once in init, before any request: the kernel opens without asking us.
+nonisolated(unsafe) var zeroMessageOpen = false
+nonisolated(unsafe) var zeroMessageOpendir = false
+
+/// File handles of explicitly opened files: 0 is "none" (zero-message opens), the
+/// inline marker, or a backing descriptor plus one.
+let inlineHandle = UInt64.max
 
 func doOpen(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
     let s = server!
     guard let fi else { return reply(req, error: EIO) }
     let access = fi.pointee.flags & O_ACCMODE
     if access == O_WRONLY || access == O_RDWR { return reply(req, error: EROFS) }
+    if zeroMessageOpen { return reply(req, error: ENOSYS) }
     guard let inode = s.view.inode(s.nid(ino)) else { return reply(req, error: EIO) }
     guard inode.isRegular else { return reply(req, error: EINVAL) }
-    guard let redirect = s.view.xattr(inode, index: trustedXattrIndex, name: redirectName) else {
-        return reply(req, error: EIO)
-    }
     fi.pointee.keep_cache = 1
-    guard let redirect else {
-        // Inline content (or empty): served from the image.
-        guard inode.isFlat || inode.size == 0 else { return reply(req, error: EIO) }
+    switch backingFile(s, inode) {
+    case let .failure(error):
+        reply(req, error: error.code)
+    case .success(nil):
         fi.pointee.fh = inlineHandle
         fuse_reply_open(req, fi)
-        return
+    case let .success(fd?):
+        fi.pointee.fh = UInt64(fd) + 1
+        if fuse_reply_open(req, fi) != 0 {
+            close(fd)  // The open was interrupted: no release will come.
+        }
+    }
+}
+
+/// The checked backing file of a regular inode, opened, or nil when its data is in
+/// the image.
+func backingFile(_ s: Server, _ inode: InodeInfo) -> Result<Int32?, Errno> {
+    guard let redirect = s.view.xattr(inode, index: trustedXattrIndex, name: redirectName) else {
+        return .failure(Errno(EIO))
+    }
+    guard let redirect else {
+        // Inline content (or empty): a chunked file without a redirect has no data anywhere.
+        return inode.isFlat || inode.size == 0 ? .success(nil) : .failure(Errno(EIO))
     }
     let fd: Int32
     switch openBackingFile(s, redirect) {
-    case let .failure(error): return reply(req, error: error.code)
+    case let .failure(error): return .failure(error)
     case let .success(opened): fd = opened
     }
     if let code = checkBackingFile(s, inode, fd) {
         close(fd)
-        return reply(req, error: code)
+        return .failure(Errno(code))
     }
-    fi.pointee.fh = UInt64(fd)
-    if fuse_reply_open(req, fi) != 0 {
-        close(fd)  // The open was interrupted: no release will come.
-    }
+    return .success(fd)
 }
 
 /// Opens the object a redirect names, confined to the base directory.
@@ -358,18 +404,55 @@ func checkBackingFile(_ s: Server, _ inode: InodeInfo, _ fd: Int32) -> Int32? {
 }
 
 func doRelease(_ req: fuse_req_t?, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
-    if let fi, fi.pointee.fh != inlineHandle { close(Int32(truncatingIfNeeded: fi.pointee.fh)) }
+    if let fi, fi.pointee.fh != inlineHandle, fi.pointee.fh != 0 {
+        close(Int32(truncatingIfNeeded: fi.pointee.fh - 1))
+    }
     reply(req, error: 0)
 }
 
-func doRead(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
-    guard let fi else { return reply(req, error: EIO) }
-    if fi.pointee.fh != inlineHandle {
-        cfs_fuse_reply_fd(req, Int32(truncatingIfNeeded: fi.pointee.fh), size, offset)
-        return
+/// What a read or lseek works on: the inode's data in the image, or a backing file
+/// descriptor (to give back to the pool when `pooled`).
+enum FileData {
+    case inline(InodeInfo)
+    case backing(fd: Int32, nid: UInt64, pooled: Bool)
+}
+
+func fileData(_ s: Server, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) -> Result<FileData, Errno> {
+    let handle = fi?.pointee.fh ?? 0
+    let nid = s.nid(ino)
+    if handle != 0 && handle != inlineHandle {
+        return .success(.backing(fd: Int32(truncatingIfNeeded: handle - 1), nid: nid, pooled: false))
     }
+    if handle == 0, let fd = s.pool.take(nid) {
+        return .success(.backing(fd: fd, nid: nid, pooled: true))
+    }
+    guard let inode = s.view.inode(nid) else { return .failure(Errno(EIO)) }
+    if handle == inlineHandle { return .success(.inline(inode)) }
+    switch backingFile(s, inode) {
+    case .failure:
+        // Whatever went wrong with the backing file, the read is what fails.
+        return .failure(Errno(EIO))
+    case .success(nil):
+        return .success(.inline(inode))
+    case let .success(fd?):
+        return .success(.backing(fd: fd, nid: nid, pooled: true))
+    }
+}
+
+func doRead(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
     let s = server!
-    guard let inode = s.view.inode(s.nid(ino)) else { return reply(req, error: EIO) }
+    switch fileData(s, ino, fi) {
+    case let .failure(error):
+        reply(req, error: error.code)
+    case let .success(.backing(fd, nid, pooled)):
+        cfs_fuse_reply_fd(req, fd, size, offset)
+        if pooled { s.pool.put(nid, fd) }
+    case let .success(.inline(inode)):
+        replyInline(req, s, inode, size, offset)
+    }
+}
+
+func replyInline(_ req: fuse_req_t?, _ s: Server, _ inode: InodeInfo, _ size: Int, _ offset: off_t) {
     if inode.size == 0 {
         fuse_reply_buf(req, nil, 0)
         return
@@ -398,27 +481,38 @@ func doRead(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t,
     }
 }
 
-func doLseek(_ req: fuse_req_t?, _ offset: off_t, _ whence: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
-    guard let fi else { return reply(req, error: EIO) }
-    if fi.pointee.fh == inlineHandle {
-        // As the reference: the image's inline files are one hole-free extent at 0.
-        if offset > 0 || whence == Linux.SEEK_DATA {
+/// SEEK_DATA and SEEK_HOLE (the kernel handles the other kinds itself).
+func doLseek(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ offset: off_t, _ whence: Int32, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
+    let s = server!
+    switch fileData(s, ino, fi) {
+    case let .failure(error):
+        reply(req, error: error.code)
+    case let .success(.backing(fd, nid, pooled)):
+        let result = lseek(fd, offset, whence)
+        let code = errno
+        if pooled { s.pool.put(nid, fd) }
+        if result < 0 { reply(req, error: code) } else { fuse_reply_lseek(req, result) }
+    case let .success(.inline(inode)):
+        // One extent of data, no holes.
+        let size = off_t(truncatingIfNeeded: inode.size)
+        if offset < 0 || offset >= size {
             reply(req, error: ENXIO)
         } else {
-            fuse_reply_lseek(req, 0)
+            fuse_reply_lseek(req, whence == Linux.SEEK_DATA ? offset : size)
         }
-        return
     }
-    let result = lseek(Int32(truncatingIfNeeded: fi.pointee.fh), offset, whence)
-    if result < 0 { reply(req, error: errno) } else { fuse_reply_lseek(req, result) }
 }
 
 func doInit(_ conn: UnsafeMutablePointer<fuse_conn_info>?) {
     guard let conn else { return }
     let s = server!
-    var want = UInt32(FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_EXPORT_SUPPORT | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_READ)
+    // As the reference, except for splicing requests in: nothing here is ever written,
+    // so that would only add a copy through a pipe to every request.
+    var want = UInt32(FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_EXPORT_SUPPORT | FUSE_CAP_SPLICE_WRITE)
     if s.useACL { want |= UInt32(FUSE_CAP_POSIX_ACL) }
     conn.pointee.want |= want & conn.pointee.capable
+    zeroMessageOpen = !s.openRequests && conn.pointee.capable & UInt32(FUSE_CAP_NO_OPEN_SUPPORT) != 0
+    zeroMessageOpendir = !s.openRequests && conn.pointee.capable & UInt32(FUSE_CAP_NO_OPENDIR_SUPPORT) != 0
 }
 
 @inline(__always)
@@ -455,6 +549,6 @@ func makeOperations() -> fuse_lowlevel_ops {
     ops.open = { req, ino, fi in doOpen(req, ino, fi) }
     ops.release = { req, _, fi in doRelease(req, fi) }
     ops.read = { req, ino, size, offset, fi in doRead(req, ino, size, offset, fi) }
-    ops.lseek = { req, _, offset, whence, fi in doLseek(req, offset, whence, fi) }
+    ops.lseek = { req, ino, offset, whence, fi in doLseek(req, ino, offset, whence, fi) }
     return ops
 }

@@ -20,6 +20,7 @@ struct cfs_fuse_options {
 	const char *mountpoint;
 	int noacl;              /* -o noacl */
 	int verity;             /* -o verity: check every backing file's digest */
+	int open_requests;      /* -o open_requests: no zero-message open/opendir */
 	int foreground;
 	int singlethread;
 	int clone_fd;
