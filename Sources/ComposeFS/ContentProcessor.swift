@@ -24,6 +24,14 @@ public protocol ObjectStore: Sendable {
     func add(sourceFD: Int32, objectPath: [UInt8]) throws(SystemError)
 }
 
+/// Digests remembered from earlier runs, by file identity, so unchanged files need not be
+/// read again. Called from several threads at once.
+public protocol DigestCache: Sendable {
+    /// The digest recorded for exactly this file state (device, inode, size, mtime, ctime).
+    func digest(for file: stat) -> [UInt8]?
+    func record(_ file: stat, digest: [UInt8])
+}
+
 public enum ContentProcessor {
     /// Object path of a digest in a store: "xx/yyyy…" (first byte as a directory).
     public static func objectPath(digest: [UInt8]) -> [UInt8] {
@@ -36,7 +44,7 @@ public enum ContentProcessor {
     /// `progress`, if given, hears (files done, files in all) from the worker threads.
     public static func process(
         files: [ScannedFile], threads: Int, algorithm: FsVerityAlgorithm = .sha256, store: (any ObjectStore)?,
-        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
+        cache: (any DigestCache)? = nil, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) throws(ContentError) {
         // Largest first, so no thread is left hashing one big file at the end.
         let work = files.filter { $0.inode.size > 0 }.sorted { $0.inode.size > $1.inode.size }
@@ -55,7 +63,7 @@ public enum ContentProcessor {
                     guard i < input.value.count else { return }
                     let file = input.value[i]
                     do throws(ContentError) {
-                        output.value[i] = try processFile(file, algorithm: algorithm, store: store)
+                        output.value[i] = try processFile(file, algorithm: algorithm, store: store, cache: cache)
                         if let progress { progress(done.wrappingAdd(1, ordering: .relaxed).newValue, input.value.count) }
                     } catch {
                         failed.store(true, ordering: .relaxed)
@@ -81,7 +89,7 @@ public enum ContentProcessor {
     }
 
     private static func processFile(
-        _ file: ScannedFile, algorithm: FsVerityAlgorithm, store: (any ObjectStore)?
+        _ file: ScannedFile, algorithm: FsVerityAlgorithm, store: (any ObjectStore)?, cache: (any DigestCache)?
     ) throws(ContentError) -> FileContent {
         let path = file.path
         func fail(_ what: String, _ code: Int32 = errno) -> ContentError {
@@ -90,11 +98,18 @@ public enum ContentProcessor {
         let fd = withCString(path) { open($0, O_RDONLY | O_CLOEXEC) }
         guard fd >= 0 else { throw fail("open: ") }
         defer { close(fd) }
+        var info = stat()
+        if cache != nil { guard fstat(fd, &info) == 0 else { throw fail("stat: ") } }
         let digest: [UInt8]
-        do throws(FsVerityError) {
-            digest = try FsVerity.digest(fileDescriptor: fd, algorithm: algorithm)
-        } catch {
-            throw ContentError(path: path, reason: "computing fs-verity digest: \(error)")
+        if let cached = cache?.digest(for: info) {
+            digest = cached
+        } else {
+            do throws(FsVerityError) {
+                digest = try FsVerity.digest(fileDescriptor: fd, algorithm: algorithm)
+            } catch {
+                throw ContentError(path: path, reason: "computing fs-verity digest: \(error)")
+            }
+            cache?.record(info, digest: digest)
         }
         let object = objectPath(digest: digest)
         let size = Int(clamping: file.inode.size)

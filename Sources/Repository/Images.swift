@@ -16,12 +16,13 @@ public enum TreeImage {
     /// inline limit copied into `store` when one is given.
     public static func build(
         directory: String, algorithm: FsVerityAlgorithm, threads: Int, store: (any ObjectStore)?,
-        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
+        cache: (any DigestCache)? = nil, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) throws(RepositoryError) -> [UInt8] {
         do {
             let scanned = try DirectoryScanner.scan(path: Array(directory.utf8), options: ScanOptions())
             try ContentProcessor.process(
-                files: scanned.files, threads: threads, algorithm: algorithm, store: store, progress: progress)
+                files: scanned.files, threads: threads, algorithm: algorithm, store: store, cache: cache,
+                progress: progress)
             return try ImageWriter.image(root: scanned.root)
         } catch let error as RepositoryError {
             throw error
@@ -46,9 +47,14 @@ extension Repository {
         let objects = try objectsDirectory()
         defer { close(objects) }
         let store = RepositoryObjectStore(repository: self, objects: objects)
+        // Digests of files unchanged since an earlier import come from the cache, unread.
+        let cache = FileDigestCache(repository: self)
         let image = try TreeImage.build(
-            directory: directory, algorithm: algorithm, threads: threads, store: store, progress: progress)
-        return try writeImage(image, name: name)
+            directory: directory, algorithm: algorithm, threads: threads, store: store, cache: cache, progress: progress)
+        let id = try writeImage(image, name: name)
+        // Only a shortcut for next time: failing to save it does not fail the import.
+        try? cache.save(in: self)
+        return id
     }
 
     /// Stores an image and lists it under images/ (and images/refs/NAME). Everything is flushed

@@ -62,6 +62,29 @@ import Testing
         #expect(reference.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == digest)
     }
 
+    /// Re-imports take unchanged files' digests from the cache; a file rewritten in place with
+    /// its mtime put back still changes ctime and is read again.
+    @Test func reimportNoticesChangedFiles() throws {
+        let scratch = try Scratch()
+        let tree = try scratch.makeTree("tree", files: 50, seed: 5)
+        let first = try scratch.cfsctl(["--repo", scratch.repo, "create-image", tree]).stdout
+        #expect(FileManager.default.fileExists(atPath: scratch.repo + "/cache/digests-sha256"))
+        #expect(try scratch.cfsctl(["--repo", scratch.repo, "create-image", tree]).stdout == first)
+        let file = tree + "/d1/e1/f1"
+        var info = stat()
+        #expect(stat(file, &info) == 0)
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: file)))
+        bytes[0] ^= 0xff
+        try Data(bytes).write(to: URL(fileURLWithPath: file))
+        var times = [info.st_atim, info.st_mtim]
+        #expect(utimensat(AT_FDCWD, file, &times, 0) == 0)
+        let changed = try scratch.cfsctl(["--repo", scratch.repo, "create-image", tree]).stdout
+        let expected = try runTool("mkcomposefs", ["--print-digest-only", tree]).stdout
+        #expect(changed != first)
+        #expect(changed == "sha256:" + expected)
+        #expect(try scratch.cfsctl(["--repo", scratch.repo, "fsck"]).status == 0)
+    }
+
     @Test func gcKeepsWhatRefsReach() throws {
         let scratch = try Scratch()
         let kept = try scratch.makeTree("kept", files: 60, seed: 1)

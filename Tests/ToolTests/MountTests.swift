@@ -40,23 +40,31 @@ enum MountEnvironment {
     }
 }
 
-/// Unmounts, then checks nothing of the mount is left: no mount, no temporary EROFS mount
-/// directory, no loop device on an image of ours.
+/// Unmounts, then checks nothing of the mount is left: no mount, no loop device on a file of
+/// the test's scratch directory (the mountpoint's parent). Tests run in parallel, so only
+/// what belongs to this test is looked at.
 func unmountAndCheck(_ path: String) {
     #expect(cfs_umount(path, 0) == 0, "umount \(path)")
     let mountinfo = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
     #expect(!mountinfo.contains(" \(path) "), "still mounted: \(path)")
-    #expect(!mountinfo.contains("/tmp/.composefs."), "a temporary EROFS mount is left")
-    let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: "/tmp"))?.filter { $0.hasPrefix(".composefs.") } ?? []
-    #expect(leftovers.isEmpty, "temporary directories left: \(leftovers)")
+    let scratch = (path as NSString).deletingLastPathComponent + "/"
     // Autoclear detaches a loop device when its last user goes, which may take a moment.
     var busy: [String] = []
     for _ in 0..<50 {
-        busy = loopDevicesBacking("cfs-test-")
+        busy = loopDevicesBacking(scratch)
         if busy.isEmpty { break }
         usleep(20_000)
     }
     #expect(busy.isEmpty, "loop devices left: \(busy)")
+}
+
+/// No temporary EROFS mount or its directory is left (only the temporary-mount mechanism
+/// makes them, and only MountTests, which runs serially, uses it).
+func expectNoTemporaryMounts() {
+    let mountinfo = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+    #expect(!mountinfo.contains("/tmp/.composefs."), "a temporary EROFS mount is left")
+    let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: "/tmp"))?.filter { $0.hasPrefix(".composefs.") } ?? []
+    #expect(leftovers.isEmpty, "temporary directories left: \(leftovers)")
 }
 
 /// Loop devices whose backing file path contains `marker`.
@@ -256,6 +264,7 @@ extension Inode {
                 }
                 try Self.expectSameTree(built, "\(mechanism), loop device \(loop)")
                 unmountAndCheck(built.mountpoint)
+                expectNoTemporaryMounts()
             }
         }
     }
