@@ -14,14 +14,15 @@ public struct ToolError: Error, CustomStringConvertible {
 }
 
 extension ParsableCommand {
-    /// Parses arguments and runs, reporting any error the way the reference tools do.
-    public static func runAsTool() {
+    /// Parses arguments and runs, reporting any error the way the reference tools do:
+    /// "PROGRAM: message" (the C tools), or `errorPrefix` + message (cfsctl's "Error: ").
+    public static func runAsTool(errorPrefix: String? = nil) {
         let program = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? _commandName
         do {
             var command = try parseAsRoot()
             try command.run()
         } catch let error as ToolError {
-            writeStandardError("\(program): \(error.description)\n")
+            writeStandardError((errorPrefix ?? "\(program): ") + error.description + "\n")
             Glibc.exit(1)
         } catch {
             let code = exitCode(for: error)

@@ -27,6 +27,32 @@ public enum DumpfileWriter {
         try buffer.withUnsafeBytes { try output($0) }
     }
 
+    /// The lines of the entry at `path` (absolute, unescaped) and, for a directory, of
+    /// everything below it, as `write` prints them for the whole of `root`.
+    public static func write(
+        subtree inode: Inode, at path: [UInt8], isHardlink: Bool, root: Inode,
+        to output: (UnsafeRawBufferPointer) throws -> Void
+    ) rethrows {
+        let primaryPaths = primaryPaths(root)
+        var escapedPath: [UInt8] = []
+        Escaping.escape(path, style: [], into: &escapedPath)
+        var buffer: [UInt8] = []
+        writeLine(inode, path: escapedPath, primaryPath: isHardlink ? primaryPaths[ObjectIdentifier(inode)] : nil, into: &buffer)
+        if inode.isDirectory && !isHardlink {
+            // Paths below "/" must not start with "//".
+            let prefix = path == [UInt8(ascii: "/")] ? [] : escapedPath
+            try forEachEntry(inode, style: [], prefix: prefix) { entry, childPath in
+                let primary = entry.isHardlink ? primaryPaths[ObjectIdentifier(entry.inode)] : nil
+                writeLine(entry.inode, path: childPath, primaryPath: primary, into: &buffer)
+                if buffer.count >= chunkSize {
+                    try buffer.withUnsafeBytes { try output($0) }
+                    buffer.removeAll(keepingCapacity: true)
+                }
+            }
+        }
+        try buffer.withUnsafeBytes { try output($0) }
+    }
+
     /// The whole dump in memory.
     public static func dump(root: Inode) -> [UInt8] {
         var text: [UInt8] = []
@@ -94,10 +120,10 @@ public enum DumpfileWriter {
     /// links) with its path, escaped in `style`. Iterative: the depth of a tree
     /// from a dumpfile is not bounded.
     private static func forEachEntry(
-        _ root: Inode, style: EscapeStyle, _ body: (DirectoryEntry, [UInt8]) throws -> Void
+        _ root: Inode, style: EscapeStyle, prefix: [UInt8] = [], _ body: (DirectoryEntry, [UInt8]) throws -> Void
     ) rethrows {
         var stack = [root.entries[...]]
-        var path: [UInt8] = []
+        var path = prefix
         // Where the path of each directory on the stack, but the root, ends.
         var levelStarts: [Int] = []
         while let top = stack.indices.last {

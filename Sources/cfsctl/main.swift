@@ -20,7 +20,7 @@ struct Cfsctl: ParsableCommand {
         abstract: "Manage a composefs repository.",
         version: "0.3.0",
         subcommands: [
-            Init.self, CreateImage.self, ComputeID.self, CreateDumpfile.self, ImageObjects.self,
+            Init.self, CreateImage.self, ComputeID.self, CreateDumpfile.self, ImageObjects.self, DumpFiles.self,
             Mount.self, ImportImage.self, GC.self, Fsck.self, Transaction.self,
         ])
 
@@ -200,6 +200,46 @@ struct ImageObjects: ParsableCommand {
     }
 }
 
+struct DumpFiles: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dump-files", abstract: "Print the dumpfile lines of files in an image (directories with their contents).")
+    @ParentCommand var global: Cfsctl
+    @Flag(help: "Print only where each file's content is: 'inline' or its object path") var backingPathOnly = false
+    @Argument(help: "The image: its id or refs/NAME") var imageName: String
+    @Argument(help: "Paths inside the image, e.g. /usr/bin/sh") var files: [String] = []
+
+    func run() throws {
+        let repository = try global.openRepository()
+        let image = try repository.openImage(imageName)
+        defer { close(image.fd) }
+        let root = try ImageReader.read(path: "/proc/self/fd/\(image.fd)")
+        var output: [UInt8] = []
+        for file in files {
+            let components = file.split(separator: "/").map { Array($0.utf8) }
+            guard let name = components.last else { throw ToolError("Invalid filename \"\(file)\"") }
+            var directory = root
+            for component in components.dropLast() {
+                guard let next = directory.entry(named: component), next.inode.isDirectory else {
+                    throw ToolError("\(file) not found")
+                }
+                directory = next.inode
+            }
+            guard let entry = directory.entry(named: name) else { throw ToolError("\(file) not found") }
+            if backingPathOnly {
+                guard !entry.inode.isDirectory else { throw ToolError("\(file) is a directory") }
+                let backing = entry.inode.isRegular && entry.inode.content == nil ? entry.inode.payload : nil
+                writeStandardOutput("\(file) \(backing.map { String(decoding: $0, as: UTF8.self) } ?? "inline")\n")
+                continue
+            }
+            DumpfileWriter.write(subtree: entry.inode, at: Array(file.utf8), isHardlink: entry.isHardlink, root: root) {
+                output.append(contentsOf: $0)
+            }
+        }
+        // As the reference: everything at once, followed by an empty line.
+        if !output.isEmpty { writeStandardOutput(String(decoding: output, as: UTF8.self) + "\n") }
+    }
+}
+
 struct Mount: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Mount an image of the repository.")
     @ParentCommand var global: Cfsctl
@@ -298,4 +338,4 @@ struct Transaction: ParsableCommand {
     }
 }
 
-Cfsctl.runAsTool()
+Cfsctl.runAsTool(errorPrefix: "Error: ")

@@ -53,6 +53,13 @@ import Testing
         #expect(try scratch.objectCount() == 3)
         let objects = try scratch.cfsctl(["--repo", scratch.repo, "image-objects", "refs/app/v1"])
         #expect(objects.stdout.split(separator: "\n").count == 2, "\(objects.stdout)\(objects.stderr)")
+        let files = try scratch.cfsctl(["--repo", scratch.repo, "dump-files", "refs/app/v1", "/dir/sub", "/small.txt"])
+        let lines = files.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(lines.map { $0.split(separator: " ").first ?? "" } == ["/dir/sub", "/dir/sub/copy.bin", "/small.txt", "", ""], "\(files.stdout)")
+        let backing = try scratch.cfsctl(["--repo", scratch.repo, "dump-files", "--backing-path-only", "refs/app/v1", "/small.txt", "/dir/big.bin"])
+        #expect(backing.stdout.hasPrefix("/small.txt inline\n/dir/big.bin "), "\(backing.stdout)")
+        let directory = try scratch.cfsctl(["--repo", scratch.repo, "dump-files", "--backing-path-only", "refs/app/v1", "/dir"])
+        #expect(directory.status == 1 && directory.stderr == "Error: /dir is a directory\n")
         let dump = try scratch.cfsctl(["--repo", scratch.repo, "create-dumpfile", tree.path])
         let reference = try runTool("mkcomposefs", ["--print-digest-only", "--from-file", "-"], stdin: {
             let file = scratch.work.url.appendingPathComponent("tree.dump").path
