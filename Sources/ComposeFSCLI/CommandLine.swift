@@ -36,12 +36,17 @@ extension ParsableCommand {
     }
 }
 
-public func writeStandardError(_ message: String) {
-    var bytes = Array(message.utf8)
+public func writeStandardError(_ message: String) { writeText(message, to: 2) }
+
+public func writeStandardOutput(_ text: String) { writeText(text, to: 1) }
+
+private func writeText(_ text: String, to fd: Int32) {
+    var bytes = Array(text.utf8)
     bytes.withUnsafeMutableBytes { buffer in
         var offset = 0
         while offset < buffer.count {
-            let n = write(2, buffer.baseAddress! + offset, buffer.count - offset)
+            let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+            if n < 0 && errno == EINTR { continue }
             if n <= 0 { break }
             offset += n
         }

@@ -1,5 +1,7 @@
 // What to mount and how: the options of mount.composefs(8), as a value.
 
+import FsVerity
+
 /// Whether overlayfs must check each backing file's fs-verity digest against the image.
 public enum VerityPolicy: Sendable, Equatable {
     /// No verification (the default).
@@ -93,31 +95,11 @@ public struct MountOptions: Sendable, Equatable {
     }
 
     static func decodeDigest(_ hex: String) throws(MountError) -> [UInt8] {
-        var bytes: [UInt8] = []
-        var high: UInt8?
-        for character in hex.utf8 {
-            guard let nibble = hexValue(character) else { throw .invalidOptions("Invalid digest '\(hex)'") }
-            if let h = high {
-                bytes.append(h << 4 | nibble)
-                high = nil
-            } else {
-                high = nibble
-            }
-        }
         // SHA-256 or SHA-512 fs-verity digests.
-        guard high == nil, bytes.count == 32 || bytes.count == 64 else {
+        guard let bytes = Hex.decode(hex), bytes.count == 32 || bytes.count == 64 else {
             throw .invalidOptions("Invalid digest '\(hex)': expected 64 or 128 hex digits")
         }
         return bytes
-    }
-
-    private static func hexValue(_ c: UInt8) -> UInt8? {
-        switch c {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): c - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): c - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 
     /// Splits at unescaped commas; the first `=` separates key and value, and a backslash
