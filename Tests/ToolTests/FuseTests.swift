@@ -334,6 +334,42 @@ enum Linux {
         print("FUSE round trip: \(Self.seeds.count) seeds in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
     }
 
+    /// The fixed tree of the kernel-mount tests, served through FUSE.
+    @Test(.enabled(if: FuseEnvironment.canMount && geteuid() == 0)) func kernelMountTestTree() throws {
+        let built = try MountTests.buildRootTree()
+        let result = try mountFuse(image: built.image, basedir: built.objects, at: built.mountpoint)
+        #expect(result.status == 0, "\(result.stderr)")
+        guard result.status == 0 else { return }
+        defer { unmountFuse(built.mountpoint) }
+        let expected = try Self.expected(from: built.source, image: built.image)
+        let mounted = try TreeSnapshot.capture(root: built.mountpoint, options: Self.mountOptions)
+        let differences = expected.differences(from: mounted)
+        #expect(differences.isEmpty, "\(differences.joined(separator: "\n"))")
+    }
+
+    /// The same image through FUSE and through a kernel mount (mount.composefs): the same
+    /// tree, but for the xattrs only the kernel shows to root (trusted.*).
+    @Test(.enabled(if: FuseEnvironment.canMount && MountEnvironment.canMount)) func sameTreeAsKernelMount() throws {
+        for seed in Self.seeds.prefix(4) {
+            let (built, summary) = try Self.build(seed: seed)
+            let kernel = try runTool("mount.composefs", ["-o", "basedir=\(built.objects)", built.image, built.mountpoint])
+            #expect(kernel.status == 0, "\(kernel.stderr)")
+            guard kernel.status == 0 else { continue }
+            let kernelView: TreeSnapshot
+            do {
+                defer { unmountAndCheck(built.mountpoint) }
+                kernelView = try TreeSnapshot.capture(root: built.mountpoint, options: Self.mountOptions)
+            }
+            let result = try mountFuse(image: built.image, basedir: built.objects, at: built.mountpoint)
+            #expect(result.status == 0, "\(result.stderr)")
+            guard result.status == 0 else { continue }
+            defer { unmountFuse(built.mountpoint) }
+            let fuseView = try TreeSnapshot.capture(root: built.mountpoint, options: Self.mountOptions)
+            let differences = kernelView.differences(from: fuseView)
+            #expect(differences.isEmpty, "\(summary):\n\(differences.prefix(20).joined(separator: "\n"))")
+        }
+    }
+
     /// Side by side with the reference composefs-fuse on the same images: identical
     /// inode numbers, link counts, attributes, listings, cookies, xattrs and contents.
     @Test(.enabled(if: FuseEnvironment.canMount)) func identicalToReferenceFuse() throws {
