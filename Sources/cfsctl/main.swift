@@ -250,6 +250,9 @@ struct Mount: ParsableCommand {
         let repository = try global.openRepository()
         let image = try repository.openImage(name)
         defer { close(image.fd) }
+        if !repository.isSecure {
+            writeStandardError("Warning: \(repository.path) is an insecure repository (no fs-verity): mounting without verification\n")
+        }
         // Verity on every backing file wherever the repository promises it.
         let options = MountOptions(
             basedirs: [repository.path + "/objects"], verity: repository.isSecure && image.verified ? .required : .off,
