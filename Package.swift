@@ -29,7 +29,9 @@ let package = Package(
         .target(name: "ComposeFS", dependencies: ["EROFS", "FsVerity", "CComposeFSSys"]),
         .target(name: "Dumpfile", dependencies: ["ComposeFS", "EROFS", "FsVerity"]),
         .target(name: "ComposeFSMount", dependencies: ["EROFS", "FsVerity", "CComposeFSSys"]),
-        .target(name: "Repository", dependencies: ["ComposeFS", "FsVerity", "CComposeFSSys"]),
+        // libzstd, for the compressed sections of split streams.
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .target(name: "Repository", dependencies: ["ComposeFS", "FsVerity", "CComposeFSSys", "CZstd"]),
         // libfuse3 glue (option parsing, the session loop); the file system is ComposeFSFuse.
         .target(name: "CFuseShim", linkerSettings: [.linkedLibrary("fuse3")]),
         .target(name: "ComposeFSFuse", dependencies: ["CFuseShim", "EROFS", "FsVerity"]),
@@ -67,6 +69,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "FsVerityTests", dependencies: ["FsVerity"]),
+        .testTarget(name: "RepositoryTests", dependencies: ["Repository", "FsVerity"]),
         .testTarget(
             name: "ComposeFSTests",
             dependencies: ["ComposeFS", "Dumpfile", "EROFS", "FsVerity", .product(name: "Crypto", package: "swift-crypto")],

@@ -10,6 +10,8 @@ command -v fsck.erofs >/dev/null 2>&1 || need+=(erofs-utils)
 # composefs-fuse builds against libfuse3; its tests mount with it (fusermount3 when not root).
 [ -e /usr/include/fuse3/fuse_lowlevel.h ] || need+=(libfuse3-dev)
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+# Split streams are zstd-compressed.
+[ -e /usr/include/zstd.h ] || need+=(libzstd-dev)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "Installing ${need[*]}"

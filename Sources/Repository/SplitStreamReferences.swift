@@ -10,11 +10,13 @@
 
 import FsVerity
 
-struct SplitStreamReferences {
+public struct SplitStreamReferences: Sendable {
     /// Digests of other split streams this one names.
-    var streams: [[UInt8]]
+    public var streams: [[UInt8]]
     /// Digests of the objects whose content makes up the stream.
-    var objects: [[UInt8]]
+    public var objects: [[UInt8]]
+    /// Where the info section starts.
+    let infoStart: Int
 
     static let magic = Array("SplitStream".utf8)
 
@@ -28,23 +30,24 @@ struct SplitStreamReferences {
             return result
         }
         guard bytes.count >= 32 else { throw fail("truncated header") }
-        let infoStart: Int
+        let rangeOffset: Int
         let fields: (version: UInt8, algorithm: UInt8, logBlockSize: UInt8)
         if Array(bytes[0..<11]) == Self.magic {
             fields = (bytes[11], bytes[14], bytes[15])
-            infoStart = 16
+            rangeOffset = 16
         } else if Array(bytes[18..<29]) == Self.magic {
             fields = (bytes[29], bytes[30], bytes[31])
-            infoStart = 0
+            rangeOffset = 0
         } else {
             throw fail("Invalid splitstream header magic value")
         }
         guard fields.version == 0 else { throw fail("Invalid splitstream version \(fields.version)") }
         guard fields.algorithm == algorithm.rawValue else { throw fail("Invalid splitstream fs-verity algorithm type") }
         guard fields.logBlockSize == 12 else { throw fail("Invalid splitstream fs-verity block size") }
-        let info = try u64(infoStart)
-        let infoEnd = try u64(infoStart + 8)
-        guard infoEnd >= info, infoEnd - info >= 32, infoEnd <= bytes.count else { throw fail("bad info range") }
+        let info = try u64(rangeOffset)
+        let infoEnd = try u64(rangeOffset + 8)
+        guard infoEnd >= info, infoEnd - info >= 80, infoEnd <= bytes.count else { throw fail("bad info range") }
+        infoStart = info
         func digests(_ rangeOffset: Int) throws(RepositoryError) -> [[UInt8]] {
             let start = try u64(rangeOffset)
             let end = try u64(rangeOffset + 8)

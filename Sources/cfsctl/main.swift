@@ -21,7 +21,7 @@ struct Cfsctl: ParsableCommand {
         version: "0.3.0",
         subcommands: [
             Init.self, CreateImage.self, ComputeID.self, CreateDumpfile.self, ImageObjects.self, DumpFiles.self,
-            Mount.self, ImportImage.self, GC.self, Fsck.self, Transaction.self,
+            Mount.self, ImportImage.self, Cat.self, GC.self, Fsck.self, Transaction.self,
         ])
 
     @Option(help: "The repository path") var repo: String?
@@ -288,6 +288,23 @@ struct ImportImage: ParsableCommand {
         }
         let id = try repository.writeImage(bytes, name: reference)
         writeStandardOutput(idText(id, repository.algorithm) + "\n")
+    }
+}
+
+struct Cat: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Write the original content of a split stream to stdout.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "The stream, relative to streams/ (a content identifier or refs/NAME)") var name: String
+
+    func run() throws {
+        let repository = try global.openRepository()
+        let output = OutputFile.standardOutput()
+        try repository.cat(name) { bytes throws(RepositoryError) in
+            do throws(SystemError) { try output.write(bytes) } catch {
+                throw .system(operation: "write", path: "stdout", code: error.code)
+            }
+        }
+        try output.commit()
     }
 }
 

@@ -1,0 +1,2 @@
+// libzstd (Debian libzstd-dev), for split streams' compressed sections.
+#include <zstd.h>
