@@ -31,6 +31,8 @@ struct Cfsctl: ParsableCommand {
     @Flag(help: .hidden) var insecure = false
     @Flag(help: "Fail unless the repository requires fs-verity") var requireVerity = false
     @Flag(help: "Do not open a repository (compute-id and create-dumpfile only)") var noRepo = false
+    // composefs-rs may write meta.json into repositories from before it existed; we never do.
+    @Flag(help: "Never add meta.json to an old-format repository (the only behaviour here)") var noUpgrade = false
 
     func validate() throws {
         guard [repo != nil, user, system].filter({ $0 }).count <= 1 else {
