@@ -57,6 +57,7 @@ struct Cfsctl: ParsableCommand {
     }
 
     func openRepository() throws -> Repository {
+        guard !noRepo else { throw ToolError("--no-repo is only supported for compute-id and create-dumpfile") }
         let path = try repositoryPath()
         let repository = try Repository(path: path)
         if let wanted = try hashAlgorithm(), wanted != repository.algorithm {
