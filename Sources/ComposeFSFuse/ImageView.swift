@@ -175,6 +175,9 @@ struct ImageView: @unchecked Sendable {
             info.gid = UInt32(u16(offset + 26))
         }
         guard contains(info.xattrStart, info.xattrSize) else { return nil }
+        // The kernel takes an inode with a negative size (or an unknown type) for a bad
+        // one, and a bad root makes the whole mount unusable: report it as corrupt here.
+        guard info.size <= UInt64(Int64.max), FileMode.isValidType(info.mode) else { return nil }
         info.tailStart = info.xattrStart + info.xattrSize
         return info
     }

@@ -153,15 +153,9 @@ func doReaddir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off
                     corrupt = true
                     return false
                 }
-                var child: InodeInfo?
-                if plus || entry.fileType == EROFSFileType.characterDevice.rawValue {
-                    child = s.view.inode(entry.nid)
-                    guard child != nil else {
-                        corrupt = true
-                        return false
-                    }
-                }
-                if entry.fileType == EROFSFileType.characterDevice.rawValue, child!.isWhiteout {
+                // A corrupt child is still listed (lookups of it fail), just without attributes.
+                let child = plus || entry.fileType == EROFSFileType.characterDevice.rawValue ? s.view.inode(entry.nid) : nil
+                if entry.fileType == EROFSFileType.characterDevice.rawValue, child?.isWhiteout == true {
                     return true  // hidden, but its cookie is consumed
                 }
                 entry.name.withMemoryRebound(to: CChar.self) { bytes in
@@ -172,7 +166,14 @@ func doReaddir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off
                 let destination = buffer.baseAddress!.assumingMemoryBound(to: CChar.self) + used
                 let needed: Int
                 if plus {
-                    var param = entryParam(child!, ino: childIno)
+                    var param = fuse_entry_param()
+                    if let child {
+                        param = entryParam(child, ino: childIno)
+                    } else {
+                        // Node 0: the kernel lists the name but makes no entry for it.
+                        param.attr.st_ino = __ino_t(childIno)
+                        param.attr.st_mode = modeOfFileType(entry.fileType)
+                    }
                     needed = fuse_add_direntry_plus(req, destination, room, name.baseAddress, &param, off_t(entry.nextOffset))
                 } else {
                     var st = stat()
