@@ -36,15 +36,14 @@ final class Server: @unchecked Sendable {
     let useACL: Bool
     let verifier: BackingFileVerifier
     let pool = DescriptorPool()
-
     /// Have the kernel send open and opendir requests even where it need not.
     let openRequests: Bool
 
     init(view: ImageView, basedir: Int32, useACL: Bool, verifyDigests: Bool, openRequests: Bool) {
         self.view = view
-        self.openRequests = openRequests
         self.basedir = basedir
         self.useACL = useACL
+        self.openRequests = openRequests
         verifier = BackingFileVerifier(computeMissing: verifyDigests)
     }
 
@@ -71,7 +70,8 @@ func fillStat(_ st: inout stat, _ inode: InodeInfo, ino: fuse_ino_t) {
     st.st_uid = inode.uid
     st.st_gid = inode.gid
     if inode.isDevice { st.st_rdev = __dev_t(inode.union) }
-    let time = timespec(tv_sec: Int(truncatingIfNeeded: inode.mtime), tv_nsec: Int(inode.mtimeNsec))
+    // (A corrupt image may hold nanoseconds past a second.)
+    let time = timespec(tv_sec: Int(truncatingIfNeeded: inode.mtime), tv_nsec: Int(min(inode.mtimeNsec, 999_999_999)))
     st.st_mtim = time
     st.st_atim = time
     st.st_ctim = time
