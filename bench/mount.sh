@@ -8,16 +8,16 @@
 #                github.com/containers/composefs by you (this project does not build it).
 #   TREE         tree to build the image from (default /usr).
 #   READ_SUBDIR  part of TREE read in full for the read benchmark (default lib/x86_64-linux-gnu).
-#   RUNS         hyperfine runs (default 5).
+#   RUNS         runs of each side (default 7).
 # The object store is made of hard links to TREE's own files (TREE and /var/tmp must be on
-# one file system), so no data is copied. Needs hyperfine and python3.
+# one file system), so no data is copied. Needs python3 and bc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 REF_BINDIR=${REF_BINDIR:?set REF_BINDIR to the directory with the reference tools}
 TREE=${1:-/usr}
 READ_SUBDIR=${2:-lib/x86_64-linux-gnu}
-RUNS=${RUNS:-5}
+RUNS=${RUNS:-7}
 
 swift build -c release --product mkcomposefs >/dev/null
 swift build -c release --product composefs-info >/dev/null
@@ -58,24 +58,30 @@ for line in sys.stdin.buffer:
 diff <(cd "$work/ours" && find . -printf '%p %m %s %T@\n' | sort) \
      <(cd "$work/ref" && find . -printf '%p %m %s %T@\n' | sort) >/dev/null && echo "both mounts show the same tree"
 
+# Runs alternate between the two mounts (reference, ours, reference, …) so that load from
+# elsewhere on the machine hits both alike; reports each side's median and the ratio.
+compare() {  # compare TITLE PREPARE COMMAND-WITH-@MNT@
+    local title=$1 prepare=$2 command=$3 ref_times=() our_times=()
+    for _ in $(seq "$RUNS"); do
+        for side in ref ours; do
+            [ -n "$prepare" ] && eval "$prepare"
+            local start end
+            start=$(date +%s.%N)
+            eval "${command//@MNT@/$work/$side}"
+            end=$(date +%s.%N)
+            if [ $side = ref ]; then ref_times+=("$(echo "$end - $start" | bc)"); else our_times+=("$(echo "$end - $start" | bc)"); fi
+        done
+    done
+    local ref_median our_median
+    ref_median=$(printf '%s\n' "${ref_times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
+    our_median=$(printf '%s\n' "${our_times[@]}" | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
+    printf '%-45s reference %6.3f s  ours %6.3f s  ratio ours/ref %.2f\n' "$title" "$ref_median" "$our_median" \
+        "$(echo "$our_median / $ref_median" | bc -l)"
+}
+
 drop_caches='sync; echo 3 > /proc/sys/vm/drop_caches'
-
-echo "== metadata walk: find -ls, warm"
-hyperfine --warmup 1 --runs "$RUNS" \
-    -n reference "find $work/ref -ls > /dev/null" \
-    -n ours "find $work/ours -ls > /dev/null"
-
-echo "== metadata walk: find -ls, cold"
-hyperfine --runs "$RUNS" --prepare "$drop_caches" \
-    -n reference "find $work/ref -ls > /dev/null" \
-    -n ours "find $work/ours -ls > /dev/null"
-
-echo "== sequential read of $READ_SUBDIR, cold"
-hyperfine --runs "$RUNS" --prepare "$drop_caches" \
-    -n reference "tar cf - -C $work/ref/$READ_SUBDIR . | cat > /dev/null" \
-    -n ours "tar cf - -C $work/ours/$READ_SUBDIR . | cat > /dev/null"
-
-echo "== sequential read of $READ_SUBDIR, warm"
-hyperfine --warmup 1 --runs "$RUNS" \
-    -n reference "tar cf - -C $work/ref/$READ_SUBDIR . | cat > /dev/null" \
-    -n ours "tar cf - -C $work/ours/$READ_SUBDIR . | cat > /dev/null"
+echo "== medians of $RUNS alternating runs"
+compare "metadata walk (find -ls), warm" "" "find @MNT@ -ls > /dev/null"
+compare "metadata walk (find -ls), cold" "$drop_caches" "find @MNT@ -ls > /dev/null"
+compare "sequential read of $READ_SUBDIR, cold" "$drop_caches" "tar cf - -C @MNT@/$READ_SUBDIR . | cat > /dev/null"
+compare "sequential read of $READ_SUBDIR, warm" "" "tar cf - -C @MNT@/$READ_SUBDIR . | cat > /dev/null"
