@@ -1,6 +1,7 @@
 // End-to-end tests of cfsctl on real trees: the repository stays consistent whatever happens
 // to the processes writing it.
 
+import CComposeFSSys
 import Foundation
 import Testing
 
@@ -28,6 +29,14 @@ import Testing
                 try Data(bytes).write(to: URL(fileURLWithPath: directory + "/f\(i)"))
             }
             #expect(link(root + "/d0/e0/f0", root + "/hardlink") == 0)
+            // A sparse 64 MiB file with a little data, and xattrs (user.* works on any file system).
+            let sparse = open(root + "/sparse", O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+            #expect(sparse >= 0 && ftruncate(sparse, 64 << 20) == 0 && pwrite(sparse, "data", 4, 5 << 20) == 4)
+            close(sparse)
+            for i in stride(from: 0, to: count, by: 7) {
+                let value = "value \(i) \(seed)"
+                _ = cfs_lsetxattr(root + "/d\(i % 17)/e\(i % 5)/f\(i)", "user.test", value, value.utf8.count)
+            }
             return root
         }
 
@@ -153,7 +162,7 @@ import Testing
     /// import completes it.
     @Test func killedImportsLeaveACleanRepository() throws {
         let scratch = try Scratch()
-        let tree = try scratch.makeTree("tree", files: 400, seed: 4)
+        let tree = try scratch.makeTree("tree", files: 2000, seed: 4)
         let expected = try runTool("mkcomposefs", ["--print-digest-only", tree]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         var generator = SystemRandomNumberGenerator()
         for round in 0..<8 {
