@@ -55,9 +55,10 @@ extension Repository {
 
         var result = GarbageCollectionResult()
         for prefix in 0..<256 {
-            let directoryName = "objects/" + hexByte(prefix)
+            let prefixName = Hex.encode([UInt8(prefix)])
+            let directoryName = "objects/" + prefixName
             for (name, _) in try list(directoryName) {
-                guard let id = objectID(fromPath: hexByte(prefix) + "/" + name), !live.contains(id) else { continue }
+                guard let id = objectID(fromPath: prefixName + "/" + name), !live.contains(id) else { continue }
                 var info = stat()
                 guard fstatat(directory, directoryName + "/" + name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
                 result.objectsRemoved += 1
@@ -162,9 +163,4 @@ extension Repository {
         }
         return result.sorted { $0.0 < $1.0 }
     }
-}
-
-func hexByte(_ value: Int) -> String {
-    let digits = Array("0123456789abcdef")
-    return String([digits[value >> 4], digits[value & 15]])
 }

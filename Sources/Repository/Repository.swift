@@ -102,8 +102,7 @@ public final class Repository: @unchecked Sendable {
 
     /// "xx/yyyy…" for a digest.
     public func objectPath(_ id: [UInt8]) -> String {
-        let hex = Hex.encode(id)
-        return String(hex.prefix(2)) + "/" + String(hex.dropFirst(2))
+        String(decoding: ContentProcessor.objectPath(digest: id), as: UTF8.self)
     }
 
     /// The digest a "xx/yyyy…" path (or the tail of a longer one) names, if any.

@@ -23,10 +23,7 @@ public struct SplitStreamReferences: Sendable {
     init(_ bytes: [UInt8], algorithm: FsVerityAlgorithm) throws(RepositoryError) {
         func fail(_ reason: String) -> RepositoryError { .corrupt(path: "split stream", reason: reason) }
         func u64(_ offset: Int) throws(RepositoryError) -> Int {
-            guard offset >= 0, offset + 8 <= bytes.count else { throw fail("truncated") }
-            var value: UInt64 = 0
-            for i in (0..<8).reversed() { value = value << 8 | UInt64(bytes[offset + i]) }
-            guard let result = Int(exactly: value) else { throw fail("offset out of range") }
+            guard let result = Int(exactly: try littleEndian64(bytes, offset)) else { throw fail("offset out of range") }
             return result
         }
         guard bytes.count >= 32 else { throw fail("truncated header") }
