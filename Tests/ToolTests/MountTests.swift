@@ -44,7 +44,14 @@ enum MountEnvironment {
 /// the test's scratch directory (the mountpoint's parent). Tests run in parallel, so only
 /// what belongs to this test is looked at.
 func unmountAndCheck(_ path: String) {
-    #expect(cfs_umount(path, 0) == 0, "umount \(path)")
+    // Tests run in parallel: a child another test is just forking may hold a copy of a
+    // descriptor into the mount for a moment (EBUSY), so retry briefly.
+    var result = cfs_umount(path, 0)
+    for _ in 0..<500 where result == -EBUSY {
+        usleep(20_000)
+        result = cfs_umount(path, 0)
+    }
+    #expect(result == 0, "umount \(path): \(String(cString: strerror(-result)))")
     let mountinfo = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
     #expect(!mountinfo.contains(" \(path) "), "still mounted: \(path)")
     let scratch = (path as NSString).deletingLastPathComponent + "/"
@@ -479,7 +486,11 @@ extension Inode {
         holder.executableURL = URL(fileURLWithPath: unshare)
         holder.arguments = ["--user", "sleep", "60"]
         try holder.run()
-        defer { holder.terminate() }
+        defer {
+            // SIGKILL: the sleeper may hold descriptors it inherited from other tests' work.
+            kill(holder.processIdentifier, SIGKILL)
+            holder.waitUntilExit()
+        }
         let pid = holder.processIdentifier
         var mapped = false
         for _ in 0..<100 where !mapped {
