@@ -18,6 +18,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // Syscalls Swift cannot reach directly (ioctls, variadic syscall()).
@@ -32,6 +35,19 @@ let package = Package(
         // libzstd, for the compressed sections of split streams.
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .target(name: "Repository", dependencies: ["ComposeFS", "FsVerity", "CComposeFSSys", "CZstd"]),
+        // zlib, for gzip-compressed OCI layers.
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        // OCI images: sources (layouts, archives, registries), tar layers as split streams, rootfs merging.
+        .target(
+            name: "OCI",
+            dependencies: [
+                "Repository", "ComposeFS", "Dumpfile", "EROFS", "FsVerity", "CComposeFSSys", "CZstd", "CZlib",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]),
         // libfuse3 glue (option parsing, the session loop); the file system is ComposeFSFuse.
         .target(name: "CFuseShim", linkerSettings: [.linkedLibrary("fuse3")]),
         .target(name: "ComposeFSFuse", dependencies: ["CFuseShim", "EROFS", "FsVerity"]),
@@ -65,11 +81,12 @@ let package = Package(
         .executableTarget(
             name: "cfsctl",
             dependencies: [
-                "Repository", "ComposeFS", "ComposeFSMount", "Dumpfile", "FsVerity", "CComposeFSSys", "ComposeFSCLI",
+                "Repository", "OCI", "ComposeFS", "ComposeFSMount", "Dumpfile", "FsVerity", "CComposeFSSys", "ComposeFSCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .testTarget(name: "FsVerityTests", dependencies: ["FsVerity"]),
         .testTarget(name: "RepositoryTests", dependencies: ["Repository", "FsVerity"]),
+        .testTarget(name: "OCITests", dependencies: ["OCI", "Repository", "ComposeFS", "FsVerity"]),
         .testTarget(
             name: "ComposeFSTests",
             dependencies: ["ComposeFS", "Dumpfile", "EROFS", "FsVerity", .product(name: "Crypto", package: "swift-crypto")],

@@ -97,6 +97,8 @@ public final class Inode {
 
     public func xattr(_ key: [UInt8]) -> [UInt8]? { xattrList.value(key) }
 
+    public func removeAllXattrs() { xattrList = XattrList() }
+
     /// Sets (or replaces) an xattr; `external` selects the stricter space limit for untrusted input.
     public func setXattr(_ key: [UInt8], _ value: [UInt8], external: Bool = true) throws(TreeError) {
         try xattrList.set(key, value, external: external)
@@ -139,6 +141,12 @@ public final class Inode {
         let (index, found) = entryIndex(name)
         if found { throw .duplicateName(name) }
         entries.insert(DirectoryEntry(name: name, inode: inode, isHardlink: isHardlink), at: index)
+    }
+
+    /// Removes the entry `name` if there is one (and with a directory, everything below it).
+    public func removeEntry(_ name: [UInt8]) {
+        let (index, found) = entryIndex(name)
+        if found { entries.remove(at: index) }
     }
 
     /// Points an existing entry at another inode (used to resolve hard links).

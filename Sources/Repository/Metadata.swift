@@ -121,7 +121,7 @@ public struct RepositoryMetadata: Sendable, Equatable {
     }
 }
 
-func jsonString(_ text: String) -> String {
+public func jsonString(_ text: String) -> String {
     var result = "\""
     for scalar in text.unicodeScalars {
         switch scalar {

@@ -124,16 +124,21 @@ public final class Repository: @unchecked Sendable {
     /// Stores `bytes` unless an object with their digest exists; returns the digest.
     @discardableResult
     public func ensureObject(_ bytes: [UInt8]) throws(RepositoryError) -> [UInt8] {
+        try storeObject(bytes).id
+    }
+
+    /// Stores `bytes` unless an object with their digest exists; says which it was.
+    public func storeObject(_ bytes: [UInt8]) throws(RepositoryError) -> (id: [UInt8], existed: Bool) {
         let id = FsVerity.digest(of: bytes, algorithm: algorithm)
         let objects = try objectsDirectory()
         defer { close(objects) }
         let name = objectPath(id)
-        if try existingObjectMatches(objects, name, id: id, size: bytes.count) { return id }
+        if try existingObjectMatches(objects, name, id: id, size: bytes.count) { return (id, true) }
         try makeDirectory(at: objects, String(name.prefix(2)), path: "objects/" + name.prefix(2))
         let file = try UnnamedFile(in: objects, directoryPath: path + "/objects", mode: 0o644)
         try file.write(bytes)
         try finish(file, id: id, objects: objects, name: name)
-        return id
+        return (id, false)
     }
 
     /// Copies an open file (of `size` bytes, fs-verity digest `id`) in as an object.
@@ -156,7 +161,7 @@ public final class Repository: @unchecked Sendable {
 
     /// Enables verity (required in a secure repository), checks the kernel agrees on the
     /// digest, then names the file. Someone else naming it first is fine: same content.
-    private func finish(_ file: UnnamedFile, id: [UInt8], objects: Int32, name: String) throws(RepositoryError) {
+    func finish(_ file: UnnamedFile, id: [UInt8], objects: Int32, name: String) throws(RepositoryError) {
         var measured: [UInt8]?
         do throws(FsVerityError) {
             try file.enableVerity(algorithm: algorithm)
@@ -175,7 +180,7 @@ public final class Repository: @unchecked Sendable {
     }
 
     /// Whether `name` exists with the right size (and, where the kernel can say, digest).
-    private func existingObjectMatches(_ objects: Int32, _ name: String, id: [UInt8], size: Int) throws(RepositoryError) -> Bool {
+    func existingObjectMatches(_ objects: Int32, _ name: String, id: [UInt8], size: Int) throws(RepositoryError) -> Bool {
         let fd = openat(objects, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else {
             if errno == ENOENT { return false }
@@ -358,9 +363,13 @@ final class UnnamedFile {
     }
 
     func write(_ bytes: [UInt8]) throws(RepositoryError) {
+        try withBytes(bytes[...]) { (buffer) throws(RepositoryError) in try write(buffer) }
+    }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws(RepositoryError) {
         var offset = 0
         while offset < bytes.count {
-            let count = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            let count = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
             if count < 0 {
                 if errno == EINTR { continue }
                 throw .system(operation: "write", path: directoryPath, code: errno)
@@ -392,5 +401,45 @@ final class UnnamedFile {
         let fullName = directory == nil ? directoryPath + "/" + name : name
         let result = cfs_link_tmpfile(fd, target, fullName)
         guard result == 0 else { throw .system(operation: "link", path: directoryPath + "/" + name, code: -result) }
+    }
+}
+
+/// Writes an object whose content arrives in pieces (a file inside a tar layer), hashing it on
+/// the way; it gets its name only once complete, and is dropped if the object already exists.
+public final class ObjectWriter {
+    private let repository: Repository
+    private let objects: Int32
+    private let file: UnnamedFile
+    private var hasher: FsVerityHasher
+    public private(set) var size: UInt64 = 0
+
+    public init(repository: Repository) throws(RepositoryError) {
+        self.repository = repository
+        objects = try repository.objectsDirectory()
+        do {
+            file = try UnnamedFile(in: objects, directoryPath: repository.path + "/objects", mode: 0o644)
+        } catch {
+            close(objects)
+            throw error
+        }
+        hasher = FsVerityHasher(algorithm: repository.algorithm)
+    }
+
+    deinit { close(objects) }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws(RepositoryError) {
+        hasher.update(bytes)
+        size += UInt64(bytes.count)
+        try file.write(bytes)
+    }
+
+    /// Names the object (unless it exists already) and returns its digest.
+    public func finish() throws(RepositoryError) -> (id: [UInt8], existed: Bool) {
+        let id = hasher.finalize()
+        let name = repository.objectPath(id)
+        if try repository.existingObjectMatches(objects, name, id: id, size: Int(size)) { return (id, true) }
+        try repository.makeDirectory(at: objects, String(name.prefix(2)), path: "objects/" + name.prefix(2))
+        try repository.finish(file, id: id, objects: objects, name: name)
+        return (id, false)
     }
 }

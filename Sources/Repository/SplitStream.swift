@@ -147,10 +147,14 @@ public struct SplitStream {
         namedRefs = refs
     }
 
-    /// Writes the original bytes: inline chunks as stored, external ones from their objects.
-    public func reassemble(
-        openObject: ([UInt8]) throws(RepositoryError) -> Int32, output: (UnsafeRawBufferPointer) throws(RepositoryError) -> Void
-    ) throws(RepositoryError) {
+    /// One piece of the stream: literal bytes, or the whole content of an object.
+    public enum Chunk {
+        case inline(ArraySlice<UInt8>)
+        case external([UInt8])
+    }
+
+    /// The pieces in order.
+    public func forEachChunk(_ body: (Chunk) throws(RepositoryError) -> Void) throws(RepositoryError) {
         var offset = 0
         while offset < chunks.count {
             guard offset + 8 <= chunks.count else { throw .corrupt(path: "split stream", reason: "truncated chunk header") }
@@ -160,11 +164,25 @@ public struct SplitStream {
                 guard let length = Int(exactly: n.magnitude), length <= chunks.count - offset else {
                     throw .corrupt(path: "split stream", reason: "truncated inline chunk")
                 }
-                try withBytes(chunks[offset..<(offset + length)], output)
+                try body(.inline(chunks[offset..<(offset + length)]))
                 offset += length
             } else {
                 guard n < references.objects.count else { throw .corrupt(path: "split stream", reason: "object index out of range") }
-                let fd = try openObject(references.objects[Int(n)])
+                try body(.external(references.objects[Int(n)]))
+            }
+        }
+    }
+
+    /// Writes the original bytes: inline chunks as stored, external ones from their objects.
+    public func reassemble(
+        openObject: ([UInt8]) throws(RepositoryError) -> Int32, output: (UnsafeRawBufferPointer) throws(RepositoryError) -> Void
+    ) throws(RepositoryError) {
+        try forEachChunk { (chunk) throws(RepositoryError) in
+            switch chunk {
+            case let .inline(bytes):
+                try withBytes(bytes, output)
+            case let .external(id):
+                let fd = try openObject(id)
                 defer { close(fd) }
                 var buffer = [UInt8](repeating: 0, count: 1 << 16)
                 while true {

@@ -35,3 +35,50 @@ extension Repository {
         try openStream(name).reassemble(openObject: { id throws(RepositoryError) in try openObject(id) }, output: output)
     }
 }
+
+extension Repository {
+    /// The object streams/NAME (or streams/refs/…) names; nil when there is no such stream.
+    public func streamID(_ name: String) -> [UInt8]? {
+        guard !name.isEmpty, !name.split(separator: "/").contains("..") else { return nil }
+        var info = stat()
+        guard fstatat(directory, "streams/" + name, &info, 0) == 0, let target = readLink(at: directory, "streams/" + name)
+        else { return nil }
+        return objectID(fromPath: target)
+    }
+
+    /// Points streams/refs/REF at streams/NAME.
+    public func setStreamRef(_ ref: String, to name: String) throws(RepositoryError) {
+        try Self.checkRefName(ref)
+        try setSymlink("streams/refs/" + ref, to: "streams/" + name)
+    }
+
+    /// Removes streams/refs/REF.
+    public func removeStreamRef(_ ref: String) throws(RepositoryError) {
+        try Self.checkRefName(ref)
+        guard unlinkat(directory, "streams/refs/" + ref, 0) == 0 else {
+            if errno == ENOENT { throw .notFound("ref \(ref)") }
+            throw .system(operation: "unlink", path: path + "/streams/refs/" + ref, code: errno)
+        }
+    }
+
+    /// The refs directly in streams/refs/DIRECTORY, with the stream name each points at, in
+    /// directory order.
+    public func streamRefs(in directoryName: String) throws(RepositoryError) -> [(ref: String, stream: String)] {
+        var result: [(ref: String, stream: String)] = []
+        for (name, type) in try list("streams/refs/" + directoryName) where type == DT_LNK && !name.hasPrefix(".symlink-") {
+            guard let target = readLink(at: directory, "streams/refs/\(directoryName)/\(name)"),
+                let last = target.split(separator: "/").last
+            else { continue }
+            result.append((name, String(last)))
+        }
+        return result
+    }
+
+    /// The whole content of an object (checked against its digest where the kernel can).
+    public func readObject(_ id: [UInt8]) throws(RepositoryError) -> [UInt8] {
+        let fd = try openObject(id)
+        defer { close(fd) }
+        guard let bytes = try readFile(at: AT_FDCWD, "/proc/self/fd/\(fd)") else { throw .notFound("object \(Hex.encode(id))") }
+        return bytes
+    }
+}

@@ -21,7 +21,7 @@ struct Cfsctl: ParsableCommand {
         version: "0.3.0",
         subcommands: [
             Init.self, CreateImage.self, ComputeID.self, CreateDumpfile.self, ImageObjects.self, DumpFiles.self,
-            Mount.self, ImportImage.self, Cat.self, GC.self, Fsck.self, Transaction.self,
+            Mount.self, ImportImage.self, Cat.self, GC.self, Fsck.self, Transaction.self, Oci.self,
         ])
 
     @Option(help: "The repository path") var repo: String?
@@ -250,21 +250,25 @@ struct Mount: ParsableCommand {
     @Argument(help: "Where to mount it") var mountpoint: String
 
     func run() throws {
-        let repository = try global.openRepository()
-        let image = try repository.openImage(name)
-        defer { close(image.fd) }
-        if !repository.isSecure {
-            writeStandardError("Warning: \(repository.path) is an insecure repository (no fs-verity): mounting without verification\n")
-        }
-        // Verity on every backing file wherever the repository promises it.
-        let options = MountOptions(
-            basedirs: [repository.path + "/objects"], verity: repository.isSecure && image.verified ? .required : .off,
-            readOnly: true)
-        do {
-            try ComposefsMount.mount(imageFileDescriptor: image.fd, imageName: name, at: mountpoint, options: options)
-        } catch {
-            throw ToolError("Failed to mount \(name): \(error)")
-        }
+        try mountRepositoryImage(try global.openRepository(), name: name, at: mountpoint)
+    }
+}
+
+/// Mounts images/NAME with the repository's objects as the data layer.
+func mountRepositoryImage(_ repository: Repository, name: String, at mountpoint: String) throws {
+    let image = try repository.openImage(name)
+    defer { close(image.fd) }
+    if !repository.isSecure {
+        writeStandardError("Warning: \(repository.path) is an insecure repository (no fs-verity): mounting without verification\n")
+    }
+    // Verity on every backing file wherever the repository promises it.
+    let options = MountOptions(
+        basedirs: [repository.path + "/objects"], verity: repository.isSecure && image.verified ? .required : .off,
+        readOnly: true)
+    do {
+        try ComposefsMount.mount(imageFileDescriptor: image.fd, imageName: name, at: mountpoint, options: options)
+    } catch {
+        throw ToolError("Failed to mount \(name): \(error)")
     }
 }
 

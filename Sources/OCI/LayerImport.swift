@@ -1,0 +1,247 @@
+// Importing a tar layer into the repository as a split stream (composefs-rs's layout):
+// header blocks, extended headers, padding and the content of files of at most 64 bytes stay
+// inline; the content of every larger regular file becomes an object. `cfsctl cat` of the
+// stream gives back the uncompressed tar byte for byte, so the stream's SHA-256 is the
+// layer's diff_id.
+
+import ComposeFS
+import FsVerity
+import Repository
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What an import produced.
+public struct LayerImportResult: Sendable {
+    /// SHA-256 of the uncompressed tar ("sha256:…").
+    public var diffID: Digest
+    /// SHA-256 of the blob as received (equal to diffID for an uncompressed layer).
+    public var blobDigest: Digest
+    public var blobSize: UInt64
+    /// The split stream, not yet stored.
+    public var stream: [UInt8]
+    public var statistics: ImportStatistics
+}
+
+/// Counts for `pull`'s summary line.
+public struct ImportStatistics: Sendable {
+    public var objectsWritten = 0
+    public var objectsPresent = 0
+    public var bytesWritten: UInt64 = 0
+    public var bytesInline: UInt64 = 0
+
+    public init() {}
+
+    mutating func add(_ other: ImportStatistics) {
+        objectsWritten += other.objectsWritten
+        objectsPresent += other.objectsPresent
+        bytesWritten += other.bytesWritten
+        bytesInline += other.bytesInline
+    }
+}
+
+/// The content type of layer split streams.
+public let layerContentType = contentType("ocilayer")
+
+/// An 8-character ASCII tag as the little-endian u64 split streams store.
+func contentType(_ tag: String) -> UInt64 {
+    var value: UInt64 = 0
+    for (i, byte) in tag.utf8.prefix(8).enumerated() { value |= UInt64(byte) << (8 * UInt64(i)) }
+    return value
+}
+
+enum LayerImporter {
+    /// Regular files larger than this become objects (composefs-rs's INLINE_CONTENT_MAX_V0).
+    static let inlineMax: UInt64 = 64
+    /// Files up to this size are hashed in memory before being written (most are skipped
+    /// without a write when the object exists).
+    static let bufferedObjectMax = 1 << 20
+
+    /// Reads the blob from `source`, decompressing as its magic number says, and builds the
+    /// split stream. `layer` names the layer in errors.
+    static func importLayer<Source: ByteSource>(
+        from source: Source, into repository: Repository, layer: String,
+        progress: ((UInt64) -> Void)? = nil
+    ) throws(OCIError) -> LayerImportResult {
+        let counted = DigestingSource(source)
+        // Peek at the magic number without losing it.
+        var peeking = PeekingSource(counted)
+        let magic = try peeking.peek(4)
+        switch LayerCompression.detect(magic) {
+        case .none:
+            var tar = DigestingSource(peeking)
+            let (stream, statistics) = try split(&tar, repository: repository, layer: layer, progress: progress)
+            let blob = tar.inner.inner
+            return LayerImportResult(
+                diffID: tar.digest, blobDigest: blob.digest, blobSize: blob.count, stream: stream, statistics: statistics)
+        case .gzip:
+            var tar = DigestingSource(try GzipSource(peeking, what: layer))
+            let (stream, statistics) = try split(&tar, repository: repository, layer: layer, progress: progress)
+            let blob = tar.inner.innerSource.inner
+            return LayerImportResult(
+                diffID: tar.digest, blobDigest: blob.digest, blobSize: blob.count, stream: stream, statistics: statistics)
+        case .zstd:
+            var tar = DigestingSource(try ZstdSource(peeking, what: layer))
+            let (stream, statistics) = try split(&tar, repository: repository, layer: layer, progress: progress)
+            let blob = tar.inner.innerSource.inner
+            return LayerImportResult(
+                diffID: tar.digest, blobDigest: blob.digest, blobSize: blob.count, stream: stream, statistics: statistics)
+        }
+    }
+
+    /// The tar → split stream pass. Reads to the very end, so everything after the end marker
+    /// is kept (inline) and hashed too.
+    static func split<Source: ByteSource>(
+        _ tar: inout Source, repository: Repository, layer: String, progress: ((UInt64) -> Void)?
+    ) throws(OCIError) -> ([UInt8], ImportStatistics) {
+        var writer = SplitStreamWriter(algorithm: repository.algorithm, contentType: layerContentType)
+        var decoder = TarHeaderDecoder(layer: layer)
+        var statistics = ImportStatistics()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        let block = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<TarHeaderField.blockSize])
+        var consumed: UInt64 = 0
+
+        func readExactly(_ target: UnsafeMutableRawBufferPointer, _ what: String) throws(OCIError) {
+            let n = try tar.readFully(into: target)
+            guard n == target.count else { throw decoder.fail("archive is truncated (in \(what))") }
+            consumed += UInt64(n)
+            progress?(consumed)
+        }
+        /// Copies `count` bytes inline.
+        func copyInline(_ count: UInt64, _ what: String) throws(OCIError) {
+            var remaining = count
+            while remaining > 0 {
+                let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(remaining, UInt64(buffer.count)))])
+                try readExactly(piece, what)
+                writer.writeInline(UnsafeRawBufferPointer(piece))
+                remaining -= UInt64(piece.count)
+            }
+            statistics.bytesInline += count
+        }
+        func padding(_ size: UInt64) -> UInt64 { (512 - size % 512) % 512 }
+
+        while true {
+            let n = try tar.readFully(into: block)
+            if n == 0 { throw decoder.fail("archive ends without an end-of-archive marker") }
+            guard n == block.count else { throw decoder.fail("archive is truncated (in a header)") }
+            consumed += UInt64(n)
+            writer.writeInline(UnsafeRawBufferPointer(block))
+            statistics.bytesInline += UInt64(n)
+            let action = try decoder.header(UnsafeRawBufferPointer(block))
+            var entry: TarEntry
+            switch action {
+            case .endOfArchive:
+                // The rest (the second zero block, record padding, anything else) stays as is.
+                while true {
+                    let count = try tar.read(into: buffer)
+                    if count == 0 { break }
+                    writer.writeInline(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
+                    statistics.bytesInline += UInt64(count)
+                }
+                do { return (try writer.finish(), statistics) } catch { throw .repository(error) }
+            case let .extended(size):
+                let stored = Int(size + padding(size))
+                var data = [UInt8](repeating: 0, count: stored)
+                try withMutableBytes(&data) { (target) throws(OCIError) in try readExactly(target, "an extended header") }
+                writer.writeInline(data)
+                statistics.bytesInline += UInt64(stored)
+                try decoder.extendedData(Array(data[0..<Int(size)]))
+                continue
+            case .sparseExtension:
+                var finished: TarEntry?
+                while finished == nil {
+                    try readExactly(block, "a sparse header")
+                    writer.writeInline(UnsafeRawBufferPointer(block))
+                    statistics.bytesInline += 512
+                    finished = try decoder.sparseExtension(UnsafeRawBufferPointer(block))
+                }
+                entry = finished!
+            case let .entry(decoded):
+                entry = decoded
+            }
+            if entry.kind == .regular && entry.dataSize > inlineMax {
+                let id = try storeObject(
+                    &tar, size: entry.dataSize, buffer: buffer, repository: repository, decoder: decoder,
+                    statistics: &statistics, consumed: &consumed, progress: progress)
+                writer.writeExternal(id, size: entry.dataSize)
+                try copyInline(padding(entry.dataSize), "padding")
+            } else {
+                try copyInline(entry.dataSize + padding(entry.dataSize), "entry data")
+            }
+        }
+    }
+
+    /// Streams one file's content into an object.
+    private static func storeObject<Source: ByteSource>(
+        _ tar: inout Source, size: UInt64, buffer: UnsafeMutableRawBufferPointer, repository: Repository,
+        decoder: TarHeaderDecoder, statistics: inout ImportStatistics, consumed: inout UInt64, progress: ((UInt64) -> Void)?
+    ) throws(OCIError) -> [UInt8] {
+        do {
+            if size <= UInt64(bufferedObjectMax) {
+                var content = [UInt8](repeating: 0, count: Int(size))
+                let n = try withMutableBytes(&content) { (target) throws(OCIError) in try tar.readFully(into: target) }
+                guard n == Int(size) else { throw OCIError.badTar(layer: decoder.layer, entry: decoder.lastPath, reason: "archive is truncated (in file content)") }
+                consumed += size
+                progress?(consumed)
+                let (id, existed) = try repository.storeObject(content)
+                if existed { statistics.objectsPresent += 1 } else {
+                    statistics.objectsWritten += 1
+                    statistics.bytesWritten += size
+                }
+                return id
+            }
+            let object = try ObjectWriter(repository: repository)
+            var remaining = size
+            while remaining > 0 {
+                let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(remaining, UInt64(buffer.count)))])
+                let n = try tar.readFully(into: piece)
+                guard n == piece.count else {
+                    throw OCIError.badTar(layer: decoder.layer, entry: decoder.lastPath, reason: "archive is truncated (in file content)")
+                }
+                try object.write(UnsafeRawBufferPointer(piece))
+                remaining -= UInt64(n)
+                consumed += UInt64(n)
+                progress?(consumed)
+            }
+            let (id, existed) = try object.finish()
+            if existed { statistics.objectsPresent += 1 } else {
+                statistics.objectsWritten += 1
+                statistics.bytesWritten += size
+            }
+            return id
+        } catch let error as OCIError {
+            throw error
+        } catch let error as RepositoryError {
+            throw .repository(error)
+        } catch {
+            throw .badTar(layer: decoder.layer, entry: decoder.lastPath, reason: "\(error)")
+        }
+    }
+}
+
+/// Lets the first bytes be looked at before they are read.
+struct PeekingSource<Inner: ByteSource>: ByteSource {
+    var inner: Inner
+    private var peeked: [UInt8] = []
+
+    init(_ inner: Inner) { self.inner = inner }
+
+    mutating func peek(_ count: Int) throws(OCIError) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let n = try withMutableBytes(&bytes) { (buffer) throws(OCIError) in try inner.readFully(into: buffer) }
+        peeked = Array(bytes[0..<n])
+        return peeked
+    }
+
+    mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(OCIError) -> Int {
+        if !peeked.isEmpty {
+            let n = min(buffer.count, peeked.count)
+            peeked.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            peeked.removeFirst(n)
+            return n
+        }
+        return try inner.read(into: buffer)
+    }
+}

@@ -1,0 +1,264 @@
+// Pulling an image into the repository: manifest (through an index, for this platform),
+// config, then the layers not stored yet, fetched and imported in parallel, each checked
+// against its blob digest, size and diff_id; then the composefs image of the merged layers,
+// the config and manifest streams, and the tag. Streams are named only once complete, and the
+// tag comes last: a failed pull leaves no tag, and what it stored is garbage for `gc`.
+
+import ComposeFS
+import Dispatch
+import FsVerity
+import Repository
+import Synchronization
+
+public struct PullOptions: Sendable {
+    public var platform: Platform
+    public var registry: RegistryOptions
+    /// Layers fetched and imported at once.
+    public var parallelLayers: Int
+
+    public init(platform: Platform = .current, registry: RegistryOptions, parallelLayers: Int) {
+        self.platform = platform
+        self.registry = registry
+        self.parallelLayers = parallelLayers
+    }
+}
+
+/// What `pull` reports while it works.
+public enum PullEvent: Sendable {
+    /// A line such as "Fetching layer sha256:…".
+    case message(String)
+    /// Bytes of layer blobs read so far, of the total to fetch.
+    case bytes(done: UInt64, total: UInt64)
+}
+
+public struct PullResult: Sendable {
+    public var manifestDigest: Digest
+    public var configDigest: Digest
+    /// The manifest stream's object id.
+    public var manifestStream: [UInt8]
+    public var imageID: [UInt8]
+    public var statistics: ImportStatistics
+}
+
+extension ImageStore {
+    public func pull(
+        _ reference: String, tag: String?, options: PullOptions, events: (@Sendable (PullEvent) -> Void)? = nil
+    ) async throws(OCIError) -> PullResult {
+        let source = try ImageReference.source(reference, options: options.registry)
+        let (manifestDigest, manifestBytes, manifest) = try await resolveManifest(source, reference: reference, platform: options.platform)
+
+        // Everything stored already (a second pull): only the tag may be new.
+        if let stored = try? open(manifest: manifestDigest), let imageID = stored.imageID,
+            repository.streamID(Self.manifestStream(manifestDigest)) != nil, imageExists(imageID)
+        {
+            events?(.message("Already have manifest \(manifestDigest)"))
+            if let tag { try self.tag(manifestDigest, as: tag) }
+            return PullResult(
+                manifestDigest: manifestDigest, configDigest: stored.manifest.config.digest, manifestStream: stored.manifestStream,
+                imageID: imageID, statistics: ImportStatistics())
+        }
+
+        let configDescriptor = manifest.config
+        guard configDescriptor.size >= 0, configDescriptor.size <= Int64(DocumentLimits.configMax) else {
+            throw .badDocument(what: "config \(configDescriptor.digest)", reason: "size \(configDescriptor.size) out of range")
+        }
+        events?(.message("Fetching config \(configDescriptor.digest)"))
+        let configBytes = try await source.blob(configDescriptor, progress: nil).bytes(limit: DocumentLimits.configMax)
+        try verify(configBytes, against: configDescriptor, what: "config")
+        let config = try Documents.decode(ImageConfig.self, configBytes, what: "config \(configDescriptor.digest)")
+        guard config.rootfs.diff_ids.count == manifest.layers.count else {
+            throw .badDocument(
+                what: "config \(configDescriptor.digest)",
+                reason: "lists \(config.rootfs.diff_ids.count) diff_ids for \(manifest.layers.count) layers")
+        }
+
+        let layers = Array(zip(manifest.layers, config.rootfs.diff_ids))
+        var missing: [(index: Int, descriptor: Descriptor, diffID: Digest)] = []
+        var queued = Set<Digest>()
+        for (index, (descriptor, diffID)) in layers.enumerated() {
+            guard descriptor.size >= 0 else { throw .badDocument(what: "layer \(descriptor.digest)", reason: "negative size") }
+            if repository.streamID(Self.layerStream(diffID)) != nil || queued.contains(diffID) {
+                events?(.message("Already have layer \(diffID)"))
+            } else {
+                queued.insert(diffID)
+                missing.append((index, descriptor, diffID))
+            }
+        }
+        let statistics = try await fetchLayers(missing, from: source, options: options, events: events)
+
+        var layerStreams: [(diffID: Digest, stream: [UInt8])] = []
+        for diffID in config.rootfs.diff_ids {
+            guard let id = repository.streamID(Self.layerStream(diffID)) else { throw .notFound("layer stream \(diffID)") }
+            layerStreams.append((diffID, id))
+        }
+        events?(.message("Building composefs image"))
+        let repository = self.repository
+        let layersToMerge = layerStreams
+        let imageID = try await offload { () throws(OCIError) -> [UInt8] in
+            let image = try self.buildImage(layers: layersToMerge, storeExpanded: true)
+            do throws(RepositoryError) { return try repository.writeImage(image, name: nil) } catch { throw .repository(error) }
+        }
+        let configStream = try storeConfig(configBytes, digest: configDescriptor.digest, layers: layerStreams, image: imageID)
+        events?(.message("Storing manifest \(manifestDigest)"))
+        let manifestStream = try storeManifest(
+            manifestBytes, digest: manifestDigest, config: (configDescriptor.digest, configStream), layers: layerStreams)
+        if let tag { try self.tag(manifestDigest, as: tag) }
+        return PullResult(
+            manifestDigest: manifestDigest, configDigest: configDescriptor.digest, manifestStream: manifestStream,
+            imageID: imageID, statistics: statistics)
+    }
+
+    private func imageExists(_ id: [UInt8]) -> Bool {
+        (try? repository.openObject(id)).map { fd in
+            close(fd)
+            return true
+        } ?? false
+    }
+
+    /// The image manifest the reference names, through an index when there is one.
+    private func resolveManifest(
+        _ source: any ImageSource, reference: String, platform: Platform
+    ) async throws(OCIError) -> (Digest, [UInt8], Manifest) {
+        let root = try await source.rootDocument()
+        let rootDigest = root.pinned ?? Digest.sha256(root.bytes)
+        if let pinned = root.pinned, !pinned.matches(root.bytes) {
+            throw .digestMismatch(what: "manifest of \(reference)", expected: pinned.description, actual: pinned.computed(over: root.bytes).description)
+        }
+        switch try Documents.manifestDocument(root.bytes, mediaType: root.mediaType, what: "manifest of \(reference)") {
+        case let .manifest(manifest):
+            return (rootDigest, root.bytes, manifest)
+        case let .index(index):
+            let candidates = index.manifests.filter { descriptor in
+                descriptor.platform.map { platform.accepts($0) } ?? false
+            }
+            // An exact variant match beats an entry that names none.
+            guard let chosen = candidates.first(where: { $0.platform?.variant == platform.variant }) ?? candidates.first else {
+                let available = index.manifests.compactMap { $0.platform }.map { "\($0.os)/\($0.architecture)" + ($0.variant.map { "/" + $0 } ?? "") }
+                throw .notFound(
+                    "an image for \(platform.os)/\(platform.architecture) in \(reference) (available: \(available.joined(separator: ", ")))")
+            }
+            let bytes = try await source.manifest(chosen)
+            try verify(bytes, against: chosen, what: "manifest")
+            guard case let .manifest(manifest) = try Documents.manifestDocument(bytes, mediaType: chosen.mediaType, what: "manifest \(chosen.digest)") else {
+                throw .unsupported("manifest \(chosen.digest): nested image indexes are not supported")
+            }
+            return (chosen.digest, bytes, manifest)
+        }
+    }
+
+    private func verify(_ bytes: [UInt8], against descriptor: Descriptor, what: String) throws(OCIError) {
+        guard Int64(bytes.count) == descriptor.size else {
+            throw .badDocument(what: "\(what) \(descriptor.digest)", reason: "is \(bytes.count) bytes, the descriptor says \(descriptor.size)")
+        }
+        let actual = descriptor.digest.computed(over: bytes)
+        guard actual == descriptor.digest else {
+            throw .digestMismatch(what: what, expected: descriptor.digest.description, actual: actual.description)
+        }
+    }
+
+    /// Fetches and imports layers, several at once.
+    private func fetchLayers(
+        _ layers: [(index: Int, descriptor: Descriptor, diffID: Digest)], from source: any ImageSource, options: PullOptions,
+        events: (@Sendable (PullEvent) -> Void)?
+    ) async throws(OCIError) -> ImportStatistics {
+        let total = layers.reduce(UInt64(0)) { $0 + UInt64($1.descriptor.size) }
+        let done = Atomic<UInt64>(0)
+        let report: (@Sendable (UInt64) -> Void)? = events.map { events in
+            { @Sendable count in events(.bytes(done: done.add(count, ordering: .relaxed).newValue, total: total)) }
+        }
+        let result: Result<ImportStatistics, OCIError> = await withTaskGroup(of: Result<ImportStatistics, OCIError>.self) { group in
+            var statistics = ImportStatistics()
+            var failure: OCIError?
+            var next = 0
+            func startNext() {
+                guard next < layers.count else { return }
+                let layer = layers[next]
+                next += 1
+                group.addTask {
+                    do throws(OCIError) {
+                        return .success(try await self.fetchLayer(layer.descriptor, diffID: layer.diffID, from: source, events: events, report: report))
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            for _ in 0..<max(1, options.parallelLayers) { startNext() }
+            for await outcome in group {
+                switch outcome {
+                case let .success(layerStatistics):
+                    statistics.add(layerStatistics)
+                    if failure == nil { startNext() }
+                case let .failure(error):
+                    if failure == nil { failure = error }
+                    group.cancelAll()
+                }
+            }
+            if let failure { return .failure(failure) }
+            return .success(statistics)
+        }
+        return try result.get()
+    }
+
+    private func fetchLayer(
+        _ descriptor: Descriptor, diffID: Digest, from source: any ImageSource, events: (@Sendable (PullEvent) -> Void)?,
+        report: (@Sendable (UInt64) -> Void)?
+    ) async throws(OCIError) -> ImportStatistics {
+        events?(.message("Fetching layer \(diffID)"))
+        let blob = try await source.blob(descriptor, progress: report)
+        let downloaded = source.stagesBlobs
+        let repository = self.repository
+        let imported = try await offload { () throws(OCIError) -> LayerImportResult in
+            var lastReported: UInt64 = 0
+            return try LayerImporter.importLayer(from: blob.source(), into: repository, layer: diffID.description) { consumed in
+                // Local blobs report progress as they are imported (in tar bytes, roughly).
+                guard !downloaded, let report, consumed - lastReported >= 1 << 20 else { return }
+                report(min(consumed - lastReported, UInt64(descriptor.size)))
+                lastReported = consumed
+            }
+        }
+        if source.verifiesBlobDigests {
+            guard descriptor.digest.algorithm == "sha256" else {
+                throw .unsupported("layer \(descriptor.digest): only sha256 layer digests are supported")
+            }
+            guard imported.blobDigest == descriptor.digest else {
+                throw .digestMismatch(what: "layer blob", expected: descriptor.digest.description, actual: imported.blobDigest.description)
+            }
+            guard imported.blobSize == UInt64(descriptor.size) else {
+                throw .badDocument(what: "layer \(descriptor.digest)", reason: "is \(imported.blobSize) bytes, the descriptor says \(descriptor.size)")
+            }
+        }
+        guard imported.diffID == diffID else {
+            throw .digestMismatch(what: "layer \(descriptor.digest) (uncompressed, diff_id)", expected: diffID.description, actual: imported.diffID.description)
+        }
+        _ = try storeLayer(imported.stream, diffID: diffID)
+        return imported.statistics
+    }
+}
+
+/// Runs blocking work on a Dispatch thread, so the cooperative pool stays free for network I/O.
+func offload<T: Sendable>(_ body: @escaping @Sendable () throws(OCIError) -> T) async throws(OCIError) -> T {
+    let result: Result<T, OCIError> = await withCheckedContinuation { continuation in
+        DispatchQueue.global().async {
+            continuation.resume(returning: Result { () throws(OCIError) -> T in try body() })
+        }
+    }
+    return try result.get()
+}
+
+/// Runs async work to completion from synchronous code (the command-line tools).
+public func runBlocking<T: Sendable>(_ body: @escaping @Sendable () async throws(OCIError) -> T) throws(OCIError) -> T {
+    let box = Mutex<Result<T, OCIError>?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    Task {
+        let result: Result<T, OCIError>
+        do throws(OCIError) { result = .success(try await body()) } catch { result = .failure(error) }
+        box.withLock { $0 = result }
+        done.signal()
+    }
+    done.wait()
+    return try box.withLock { $0 }!.get()
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,338 @@
+// `cfsctl oci …`: container images (commands and output as composefs-rs's cfsctl).
+
+import ArgumentParser
+import CComposeFSSys
+import ComposeFS
+import ComposeFSCLI
+import Dumpfile
+import FsVerity
+import OCI
+import Repository
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Oci: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Commands for OCI container images.",
+        subcommands: [
+            OciPull.self, OciImages.self, OciInspect.self, OciTag.self, OciUntag.self, OciDump.self, OciComputeID.self,
+            OciCreateImage.self, OciMount.self, OciImportLayer.self, OciLsLayer.self, OciLayer.self, OciFsck.self,
+        ])
+    @ParentCommand var global: Cfsctl
+}
+
+extension Cfsctl {
+    func openImageStore() throws -> ImageStore { ImageStore(repository: try openRepository()) }
+}
+
+/// indicatif's binary units: "N B" below 1 KiB, else two decimals.
+func humanBytes(_ count: UInt64) -> String {
+    guard count >= 1024 else { return "\(count) B" }
+    var value = Double(count)
+    var unit = 0
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
+    while value >= 1024 && unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    let hundredths = Int((value * 100).rounded())
+    return "\(hundredths / 100).\(String(hundredths % 100).leftPadded(2)) \(units[unit])"
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}
+
+/// A tag, or "@sha256:…" for a config digest (dump, compute-id, create-image).
+func openImageForConfig(_ store: ImageStore, _ reference: String) throws -> StoredImage {
+    if reference.hasPrefix("@") {
+        throw ToolError("name the image by tag or by manifest (oci inspect @sha256:…); config digests are not indexed here")
+    }
+    return try store.open(manifest: try store.resolve(reference))
+}
+
+struct OciPull: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pull",
+        abstract: "Pull an image (oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF], docker://HOST/NAME[:TAG|@DIGEST]).")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "The image, in skopeo's transport syntax") var image: String
+    @Argument(help: "The tag to give it (default: the image reference)") var name: String?
+    @Option(help: "USER:PASSWORD for the registry") var creds: String?
+    @Option(help: "Auth file (containers-auth.json format)") var authfile: String?
+    @Option(help: "Verify TLS certificates (false also allows plain HTTP)") var tlsVerify: Bool?
+    @Option(help: "OS/ARCH[/VARIANT] to choose from an index (default: this machine's)") var platform: String?
+    @Option(help: "Only 'disabled' is supported (containers-storage is not a source here)") var localFetch = "disabled"
+
+    func run() throws {
+        guard localFetch == "disabled" else { throw ToolError("--local-fetch \(localFetch) is not supported") }
+        let store = try global.openImageStore()
+        var chosenPlatform = Platform.current
+        if let platform {
+            let parts = platform.split(separator: "/").map(String.init)
+            guard parts.count == 2 || parts.count == 3 else { throw ToolError("--platform must be OS/ARCH[/VARIANT]") }
+            chosenPlatform = Platform(architecture: parts[1], os: parts[0], variant: parts.count == 3 ? parts[2] : nil)
+        }
+        let registry = RegistryOptions(
+            credentials: creds, authFile: authfile, tlsVerify: tlsVerify, stagingDirectory: store.repository.path)
+        let options = PullOptions(platform: chosenPlatform, registry: registry, parallelLayers: max(2, Int(cfs_available_cpus())))
+        let tag = name ?? image
+        let reporter = PullReporter()
+        let reference = image
+        let result = try runBlocking { () async throws(OCIError) -> PullResult in
+            try await store.pull(reference, tag: tag, options: options, events: reporter?.handle)
+        }
+        reporter?.finish()
+        let statistics = result.statistics
+        writeStandardOutput(
+            """
+            manifest \(result.manifestDigest)
+            config   \(result.configDigest)
+            verity   \(Hex.encode(result.manifestStream))
+            tagged   \(tag)
+            objects  \(statistics.objectsWritten) new + \(statistics.objectsPresent) already present objects; \
+            \(humanBytes(statistics.bytesWritten)) stored, \(humanBytes(statistics.bytesInline)) inlined
+
+            """)
+    }
+}
+
+/// Progress on stderr while pulling, only when it is a terminal.
+final class PullReporter: Sendable {
+    private let state = Mutex<(lastDraw: Double, drawn: Bool)>((0, false))
+
+    init?() {
+        guard isatty(2) == 1 else { return nil }
+    }
+
+    @Sendable func handle(_ event: PullEvent) {
+        switch event {
+        case let .message(text):
+            state.withLock { state in
+                writeStandardError((state.drawn ? "\r\u{1B}[K" : "") + text + "\n")
+                state.drawn = false
+            }
+        case let .bytes(done, total):
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            let seconds = Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+            state.withLock { state in
+                guard done >= total || seconds - state.lastDraw >= 0.1 else { return }
+                state.lastDraw = seconds
+                state.drawn = true
+                let width = 40
+                let filled = total == 0 ? width : Int(Double(width) * Double(min(done, total)) / Double(total))
+                let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
+                writeStandardError("\r\(bar) \(humanBytes(done))/\(humanBytes(total))\u{1B}[K")
+            }
+        }
+    }
+
+    func finish() {
+        state.withLock { state in
+            if state.drawn { writeStandardError("\r\u{1B}[K") }
+        }
+    }
+}
+
+struct OciImages: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "images", abstract: "List the tagged images.", aliases: ["list-images"])
+    @ParentCommand var global: Cfsctl
+    @Flag(help: "Print JSON") var json = false
+
+    func run() throws {
+        let images = try global.openImageStore().images()
+        writeStandardOutput(json ? ImageStore.imagesJSON(images) : ImageStore.imagesTable(images))
+    }
+}
+
+struct OciInspect: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Print an image's manifest and config.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "A tag, or @sha256:… (a manifest digest)") var image: String
+    @Flag(help: "Print only the manifest as stored") var manifest = false
+    @Flag(help: "Print only the config as stored") var config = false
+
+    func validate() throws {
+        if manifest && config { throw ValidationError("--manifest and --config cannot be used together") }
+    }
+
+    func run() throws {
+        let store = try global.openImageStore()
+        let stored = try store.open(manifest: try store.resolve(image))
+        if manifest {
+            writeStandardOutput(String(decoding: stored.manifestBytes, as: UTF8.self) + "\n")
+        } else if config {
+            writeStandardOutput(String(decoding: stored.configBytes, as: UTF8.self) + "\n")
+        } else {
+            writeStandardOutput(try store.inspect(stored))
+        }
+    }
+}
+
+struct OciTag: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "tag", abstract: "Tag a stored manifest.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "The manifest digest (sha256:…)") var manifestDigest: String
+    @Argument(help: "The tag") var name: String
+
+    func run() throws {
+        let store = try global.openImageStore()
+        let digest = try Digest(parsing: manifestDigest)
+        try store.tag(digest, as: name)
+        writeStandardOutput("Tagged \(digest) as \(name)\n")
+    }
+}
+
+struct OciUntag: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "untag", abstract: "Remove a tag.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "The tag") var name: String
+
+    func run() throws {
+        try global.openImageStore().untag(name)
+        writeStandardOutput("Removed tag \(name)\n")
+    }
+}
+
+struct OciDump: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "dump", abstract: "Print the dumpfile of an image's merged root file system.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "A tag, or @sha256:… (a manifest digest)") var image: String
+
+    func run() throws {
+        let store = try global.openImageStore()
+        let root = try ImageReader.read(try store.composefsImage(of: try store.resolve(image), store: false))
+        let output = OutputFile.standardOutput()
+        try DumpfileWriter.write(root: root) { try output.write($0) }
+        try output.commit()
+    }
+}
+
+extension ImageReader {
+    static func read(_ bytes: [UInt8]) throws -> Inode {
+        try bytes.withUnsafeBytes { try ImageReader.read($0) }
+    }
+}
+
+struct OciComputeID: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compute-id", abstract: "Print the composefs image id of an image (equal to mkcomposefs of its unpacked tree).")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "A tag, or @sha256:… (a manifest digest)") var image: String
+
+    func run() throws {
+        let store = try global.openImageStore()
+        let bytes = try store.composefsImage(of: try store.resolve(image), store: false)
+        writeStandardOutput(Hex.encode(FsVerity.digest(of: bytes, algorithm: store.repository.algorithm)) + "\n")
+    }
+}
+
+struct OciCreateImage: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create-image", abstract: "Build and store an image's composefs image; print its id.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "A tag, or @sha256:… (a manifest digest)") var image: String
+    @Argument(help: "A ref for the composefs image (images/refs/NAME)") var imageName: String?
+
+    func run() throws {
+        let store = try global.openImageStore()
+        let bytes = try store.composefsImage(of: try store.resolve(image), store: true)
+        let id = try store.repository.writeImage(bytes, name: imageName)
+        writeStandardOutput(Hex.encode(id) + "\n")
+    }
+}
+
+struct OciMount: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "mount", abstract: "Mount an image's composefs image.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "A tag, or sha256:… (a manifest digest)") var image: String
+    @Argument(help: "Where to mount it") var mountpoint: String
+
+    func run() throws {
+        let store = try global.openImageStore()
+        let digest = image.hasPrefix("sha256:") ? try Digest(parsing: image) : try store.resolve(image)
+        guard let id = try store.open(manifest: digest).imageID else {
+            throw ToolError("No composefs EROFS image linked — try re-pulling the image")
+        }
+        try mountRepositoryImage(store.repository, name: Hex.encode(id), at: mountpoint)
+    }
+}
+
+struct OciImportLayer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import-layer", abstract: "Store a tar layer read from stdin (gzip and zstd are recognized) as oci-layer-DIGEST.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "The layer's diff_id (sha256:…), checked against the data") var digest: String
+    @Argument(help: "Also name it streams/refs/NAME") var name: String?
+
+    func run() throws {
+        let store = try global.openImageStore()
+        let id = try store.importLayer(fromFileDescriptor: 0, diffID: try Digest(parsing: digest), ref: name)
+        writeStandardOutput(idText(id, store.repository.algorithm) + "\n")
+    }
+}
+
+struct OciLsLayer: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls-layer", abstract: "List a stored layer's entries as dumpfile lines.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "The layer's diff_id") var name: String
+
+    func run() throws {
+        let store = try global.openImageStore()
+        writeStandardOutput(ImageStore.layerListing(try store.layerEntries(try Digest(parsing: name)).entries))
+    }
+}
+
+struct OciLayer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "layer", abstract: "Write a stored layer as tar (or list it, or summarize it).", aliases: ["layer-inspect"])
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "The layer's diff_id") var layer: String
+    @Flag(help: "Print dumpfile lines instead of the tar") var dumpfile = false
+    @Flag(help: "Print a JSON summary instead of the tar") var json = false
+
+    func validate() throws {
+        if dumpfile && json { throw ValidationError("--dumpfile and --json cannot be used together") }
+    }
+
+    func run() throws {
+        let store = try global.openImageStore()
+        let diffID = try Digest(parsing: layer)
+        if json { return writeStandardOutput(try store.layerSummary(diffID)) }
+        if dumpfile { return writeStandardOutput(ImageStore.layerListing(try store.layerEntries(diffID).entries)) }
+        guard isatty(1) == 0 else {
+            throw ToolError("Refusing to write tar data to terminal. Redirect to a file, pipe to tar, or use --json for metadata.")
+        }
+        _ = try store.layerEntries(diffID)
+        let output = OutputFile.standardOutput()
+        try store.repository.cat("oci-layer-\(diffID)") { bytes throws(RepositoryError) in
+            do throws(SystemError) { try output.write(bytes) } catch {
+                throw .system(operation: "write", path: "stdout", code: error.code)
+            }
+        }
+        try output.commit()
+    }
+}
+
+struct OciFsck: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "fsck", abstract: "Check the repository and its OCI images.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "Check only this tag") var image: String?
+    @Flag(help: "Print a JSON report (exit status 0 whatever it finds)") var json = false
+
+    func run() throws {
+        let store = try global.openImageStore()
+        let repositoryReport = try store.repository.fsck()
+        let images = try store.checkImages(only: image)
+        if json { return writeStandardOutput(images.json(repository: repositoryReport)) }
+        writeStandardOutput(repositoryReport.text + images.text)
+        if !repositoryReport.ok || !images.ok { throw ToolError("OCI integrity check failed") }
+    }
+}
