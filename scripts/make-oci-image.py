@@ -3,6 +3,7 @@
 right when merging container layers.
 
   make-oci-image.py OUTDIR [--big-mib N] [--multi-arch] [--no-zstd]
+  make-oci-image.py OUTDIR --layer-tar TAR      (an image of that one layer)
 
 Layers (bottom first):
   1. gzip, pax: a root entry, directories, small/64/65-byte/large files, a hard link, symlinks
@@ -193,6 +194,28 @@ def image(layout, tars, architecture, variant=None, zstd=True):
     return layout.blob(json.dumps(manifest, sort_keys=True).encode(), "application/vnd.oci.image.manifest.v1+json")
 
 
+def single_layer_image(layout, tar_path):
+    """An image of one given (uncompressed) tar, for hostile-layer tests."""
+    with open(tar_path, "rb") as f:
+        data = f.read()
+    layer = layout.blob(gzip.compress(data, mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip")
+    config = {"architecture": "amd64", "os": "linux",
+              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(data).hexdigest()]}}
+    config_descriptor = layout.blob(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json")
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": config_descriptor, "layers": [layer]}
+    top = layout.blob(json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
+    write_index(layout.root, top)
+
+
+def write_index(root, top):
+    top["annotations"] = {"org.opencontainers.image.ref.name": "test"}
+    with open(os.path.join(root, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [top]}, f)
+    with open(os.path.join(root, "oci-layout"), "w") as f:
+        json.dump({"imageLayoutVersion": "1.0.0"}, f)
+
+
 def main():
     args = sys.argv[1:]
     if not args:
@@ -202,6 +225,9 @@ def main():
     if "--big-mib" in args:
         big = int(args[args.index("--big-mib") + 1]) << 20
     layout = Layout(root)
+    if "--layer-tar" in args:
+        single_layer_image(layout, args[args.index("--layer-tar") + 1])
+        return
     tars = [layer_one(big), layer_two(), layer_three(big)]
     amd64 = image(layout, tars, "amd64", zstd="--no-zstd" not in args)
     if "--multi-arch" in args:
@@ -213,11 +239,7 @@ def main():
         top = layout.blob(json.dumps(index, sort_keys=True).encode(), "application/vnd.oci.image.index.v1+json")
     else:
         top = amd64
-    top["annotations"] = {"org.opencontainers.image.ref.name": "test"}
-    with open(os.path.join(root, "index.json"), "w") as f:
-        json.dump({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [top]}, f)
-    with open(os.path.join(root, "oci-layout"), "w") as f:
-        json.dump({"imageLayoutVersion": "1.0.0"}, f)
+    write_index(root, top)
 
 
 if __name__ == "__main__":

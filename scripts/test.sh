@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite. Installs the Debian tools the tests compare
-# against (fsverity, fsck.erofs) and libfuse3 when they are missing and we can.
+# Runs the whole test suite. Installs the Debian tools the tests compare against
+# (fsverity, fsck.erofs, umoci, skopeo, a registry) and libraries when missing and we can.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,8 +10,15 @@ command -v fsck.erofs >/dev/null 2>&1 || need+=(erofs-utils)
 # composefs-fuse builds against libfuse3; its tests mount with it (fusermount3 when not root).
 [ -e /usr/include/fuse3/fuse_lowlevel.h ] || need+=(libfuse3-dev)
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
-# Split streams are zstd-compressed.
+# Split streams are zstd-compressed; gzip layers need zlib.
 [ -e /usr/include/zstd.h ] || need+=(libzstd-dev)
+[ -e /usr/include/zlib.h ] || need+=(zlib1g-dev)
+# OCI tests: a real registry on loopback, skopeo to fill it, umoci to compare with, zstd layers.
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+command -v umoci >/dev/null 2>&1 || need+=(umoci)
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "Installing ${need[*]}"

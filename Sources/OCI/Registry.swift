@@ -237,14 +237,19 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
         if let known = state.withLock({ $0.baseURL }) { return known }
         let host = target.apiHost
         let insecureAllowed = options.tlsVerify == false || target.isLocal
-        var candidates = ["https://\(host)"]
-        if insecureAllowed { candidates.append("http://\(host)") }
+        // Plain HTTP is tried first where allowed: an HTTPS server answers it at once with an
+        // error, while a TLS handshake with a plain server is retried until the timeout.
+        let candidates = (insecureAllowed ? ["http://\(host)"] : []) + ["https://\(host)"]
         var lastError = ""
         for candidate in candidates {
             do {
                 let response = try await client.execute(HTTPClientRequest(url: candidate + "/v2/"), timeout: .seconds(30))
-                // Any HTTP answer (401 included) means the scheme works.
                 _ = try? await response.body.collect(upTo: 1 << 20)
+                // A registry answers 200, or 401 when it wants credentials.
+                guard response.status == .ok || response.status == .unauthorized else {
+                    lastError = "\(candidate)/v2/ answered \(response.status.code)"
+                    continue
+                }
                 state.withLock { $0.baseURL = candidate }
                 return candidate
             } catch {
