@@ -234,11 +234,6 @@ func withRawBytes<R>(_ bytes: [UInt8], _ body: (UnsafeRawBufferPointer) throws(O
     return try result.get()
 }
 
-extension String {
-    func leftPadded(_ width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
-    }
-}
 
 /// A pipe or other unseekable descriptor, read to its end.
 struct DescriptorSource: ByteSource {

@@ -4,6 +4,7 @@
 
 import Crypto
 import Foundation
+import FsVerity
 
 /// "ALGORITHM:HEX", as in descriptors. Only sha256 and sha512 are accepted.
 public struct Digest: Hashable, Sendable, CustomStringConvertible, Codable {
@@ -65,9 +66,7 @@ public struct Digest: Hashable, Sendable, CustomStringConvertible, Codable {
     }
 }
 
-func hexString(_ bytes: some Sequence<UInt8>) -> String {
-    bytes.map { String($0, radix: 16).leftPadded(2) }.joined()
-}
+func hexString(_ bytes: some Sequence<UInt8>) -> String { Hex.encode(Array(bytes)) }
 
 public enum MediaType {
     public static let ociIndex = "application/vnd.oci.image.index.v1+json"
