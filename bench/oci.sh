@@ -49,6 +49,10 @@ hyperfine --runs "$RUNS" \
     -n reference "skopeo copy --quiet --src-tls-verify=false $IMAGE oci:$work/ref/layout:test && umoci unpack --image $work/ref/layout:test $work/ref/bundle >/dev/null && $REF --threads=$THREADS --digest-store=$work/ref/store $work/ref/bundle/rootfs $work/ref/image.cfs" \
     -n ours "$OURS --repo $work/repo oci pull $IMAGE bench >/dev/null"
 
+# hyperfine's --prepare removed the reference's output: unpack once more to compare ids.
+rm -rf "$work/ref"; mkdir -p "$work/ref"
+skopeo copy --quiet --src-tls-verify=false "$IMAGE" "oci:$work/ref/layout:test"
+umoci unpack --image "$work/ref/layout:test" "$work/ref/bundle" >/dev/null
 ours_id=$("$OURS" --repo "$work/repo" oci compute-id bench)
 ref_id=$("$REF" --print-digest-only "$work/ref/bundle/rootfs")
 [ "$ours_id" = "$ref_id" ] && echo "image ids identical: $ref_id" || echo "IMAGE IDS DIFFER: ours $ours_id reference $ref_id"
