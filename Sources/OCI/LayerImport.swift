@@ -68,25 +68,20 @@ enum LayerImporter {
         // Peek at the magic number without losing it.
         var peeking = PeekingSource(counted)
         let magic = try peeking.peek(4)
+        // The tar's digest is the diff_id; the blob's (below any decompressor) its digest.
+        func run<Tar: ByteSource>(
+            _ decompressed: Tar, blob: (Tar) -> DigestingSource<Source>
+        ) throws(OCIError) -> LayerImportResult {
+            var tar = DigestingSource(decompressed)
+            let (stream, statistics) = try split(&tar, repository: repository, layer: layer, progress: progress)
+            let counted = blob(tar.inner)
+            return LayerImportResult(
+                diffID: tar.digest, blobDigest: counted.digest, blobSize: counted.count, stream: stream, statistics: statistics)
+        }
         switch LayerCompression.detect(magic) {
-        case .none:
-            var tar = DigestingSource(peeking)
-            let (stream, statistics) = try split(&tar, repository: repository, layer: layer, progress: progress)
-            let blob = tar.inner.inner
-            return LayerImportResult(
-                diffID: tar.digest, blobDigest: blob.digest, blobSize: blob.count, stream: stream, statistics: statistics)
-        case .gzip:
-            var tar = DigestingSource(try GzipSource(peeking, what: layer))
-            let (stream, statistics) = try split(&tar, repository: repository, layer: layer, progress: progress)
-            let blob = tar.inner.innerSource.inner
-            return LayerImportResult(
-                diffID: tar.digest, blobDigest: blob.digest, blobSize: blob.count, stream: stream, statistics: statistics)
-        case .zstd:
-            var tar = DigestingSource(try ZstdSource(peeking, what: layer))
-            let (stream, statistics) = try split(&tar, repository: repository, layer: layer, progress: progress)
-            let blob = tar.inner.innerSource.inner
-            return LayerImportResult(
-                diffID: tar.digest, blobDigest: blob.digest, blobSize: blob.count, stream: stream, statistics: statistics)
+        case .none: return try run(peeking) { $0.inner }
+        case .gzip: return try run(try GzipSource(peeking, what: layer)) { $0.innerSource.inner }
+        case .zstd: return try run(try ZstdSource(peeking, what: layer)) { $0.innerSource.inner }
         }
     }
 
