@@ -84,19 +84,21 @@ let package = Package(
                 "Repository", "OCI", "ComposeFS", "ComposeFSMount", "Dumpfile", "FsVerity", "CComposeFSSys", "ComposeFSCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        .testTarget(name: "FsVerityTests", dependencies: ["FsVerity"]),
+        // Helpers shared by the test targets (a reproducible random generator).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "FsVerityTests", dependencies: ["FsVerity", "TestSupport"]),
         .testTarget(name: "RepositoryTests", dependencies: ["Repository", "FsVerity"]),
-        .testTarget(name: "OCITests", dependencies: ["OCI", "Repository", "ComposeFS", "FsVerity"]),
+        .testTarget(name: "OCITests", dependencies: ["OCI", "Repository", "ComposeFS", "FsVerity", "TestSupport"]),
         .testTarget(
             name: "ComposeFSTests",
-            dependencies: ["ComposeFS", "Dumpfile", "EROFS", "FsVerity", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["ComposeFS", "Dumpfile", "EROFS", "FsVerity", "TestSupport", .product(name: "Crypto", package: "swift-crypto")],
             // Fuzzer inputs, read through #filePath.
             exclude: ["FuzzRegressions"]),
         // End-to-end tests of the executables.
         .testTarget(
             name: "ToolTests",
             dependencies: [
-                "CComposeFSSys", "ComposeFS", "ComposeFSMount", "Dumpfile", "FsVerity", "mkcomposefs", "composefs-info", "composefs-dump",
+                "CComposeFSSys", "ComposeFS", "ComposeFSMount", "Dumpfile", "FsVerity", "TestSupport", "mkcomposefs", "composefs-info", "composefs-dump",
                 "composefs-fuse",
                 "mount.composefs", "cfsctl", .product(name: "Crypto", package: "swift-crypto"),
             ]),

@@ -253,16 +253,10 @@ public func displayBytes(_ bytes: some Sequence<UInt8>) -> String {
         if b >= 0x20 && b < 0x7F && b != UInt8(ascii: "\\") {
             s.unicodeScalars.append(Unicode.Scalar(b))
         } else {
-            s += "\\x" + String(b, radix: 16).leftPad(2)
+            s += "\\x" + (b < 0x10 ? "0" : "") + String(b, radix: 16)
         }
     }
     return s
-}
-
-extension String {
-    func leftPad(_ width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
-    }
 }
 
 #if canImport(Glibc)

@@ -57,6 +57,9 @@ enum LayerImporter {
     /// Files up to this size are hashed in memory before being written (most are skipped
     /// without a write when the object exists).
     static let bufferedObjectMax = 1 << 20
+    /// Data on other entries (which real tars never have) is inline like composefs-rs, up to
+    /// this much: a bomb of gigabytes on a directory header must not land in the in-memory stream.
+    static let nonRegularInlineMax: UInt64 = 1 << 20
 
     /// Reads the blob from `source`, decompressing as its magic number says, and builds the
     /// split stream. `layer` names the layer in errors.
@@ -156,7 +159,7 @@ enum LayerImporter {
             case let .entry(decoded):
                 entry = decoded
             }
-            if entry.kind == .regular && entry.dataSize > inlineMax {
+            if entry.dataSize > (entry.kind == .regular ? inlineMax : nonRegularInlineMax) {
                 let id = try storeObject(
                     &tar, size: entry.dataSize, buffer: buffer, repository: repository, decoder: decoder,
                     statistics: &statistics, consumed: &consumed, progress: progress)

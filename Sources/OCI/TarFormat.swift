@@ -67,7 +67,7 @@ enum TarHeaderField {
 
 /// Limits that keep hostile layers from exhausting memory.
 enum TarLimits {
-    /// Largest pax or GNU long-name record accepted.
+    /// Largest total of pax and GNU long-name data accepted before one entry.
     static let extendedHeaderMax = 1 << 20
     /// Largest number of sparse segments of one file.
     static let sparseSegmentsMax = 1 << 16
@@ -92,6 +92,8 @@ struct TarHeaderDecoder {
     private var pendingLongName: [UInt8]?
     private var pendingLongLink: [UInt8]?
     private var pendingExtendedType: UInt8?
+    /// Extended header bytes announced since the last entry (bounded: headers can repeat).
+    private var pendingExtendedBytes: UInt64 = 0
     /// A GNU sparse entry waiting for its extension blocks.
     private var pendingSparse: TarEntry?
     /// Path of the last entry, for error messages.
@@ -122,8 +124,9 @@ struct TarHeaderDecoder {
         switch typeflag {
         case UInt8(ascii: "x"), UInt8(ascii: "g"), UInt8(ascii: "L"), UInt8(ascii: "K"):
             let size = try number(block, TarHeaderField.size, "size")
-            guard size <= UInt64(TarLimits.extendedHeaderMax) else {
-                throw fail("extended header of \(size) bytes (at most \(TarLimits.extendedHeaderMax) accepted)")
+            pendingExtendedBytes += min(size, UInt64(TarLimits.extendedHeaderMax) + 1)
+            guard pendingExtendedBytes <= UInt64(TarLimits.extendedHeaderMax) else {
+                throw fail("extended headers of over \(TarLimits.extendedHeaderMax) bytes before one entry")
             }
             pendingExtendedType = typeflag
             return .extended(size: size)
@@ -176,6 +179,7 @@ struct TarHeaderDecoder {
         pendingPax = []
         pendingLongName = nil
         pendingLongLink = nil
+        pendingExtendedBytes = 0
 
         if typeflag == UInt8(ascii: "S") && isGNU && block[TarHeaderField.gnuIsExtended] != 0 {
             pendingSparse = entry

@@ -39,13 +39,8 @@ func humanBytes(_ count: UInt64) -> String {
         unit += 1
     }
     let hundredths = Int((value * 100).rounded())
-    return "\(hundredths / 100).\(String(hundredths % 100).leftPadded(2)) \(units[unit])"
-}
-
-extension String {
-    func leftPadded(_ width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
-    }
+    let cents = hundredths % 100
+    return "\(hundredths / 100).\(cents < 10 ? "0" : "")\(cents) \(units[unit])"
 }
 
 /// A tag, or "@sha256:…" for a config digest (dump, compute-id, create-image).

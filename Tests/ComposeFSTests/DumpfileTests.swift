@@ -3,6 +3,7 @@ import Dumpfile
 import EROFS
 import Foundation
 import Testing
+import TestSupport
 
 private func parse(_ text: String, strict: Bool = false) throws -> Inode {
     try DumpfileParser.parse(Array(text.utf8), strict: strict)
@@ -167,7 +168,7 @@ private func expectFailure(_ text: String, strict: Bool = false, containing frag
 
             """.utf8)
         let alphabet = Array(" /\\x0123456789-@.=\n".utf8) + [0, 0xFF]
-        var rng = SplitMix64(state: 42)
+        var rng = SplitMix64(seed: 42)
         var accepted = 0
         for _ in 0..<1500 {
             var bytes = seed

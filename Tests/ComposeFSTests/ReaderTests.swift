@@ -4,6 +4,7 @@ import Dumpfile
 import EROFS
 import Foundation
 import Testing
+import TestSupport
 
 // MARK: Helpers
 
@@ -241,13 +242,13 @@ private func sampleImage() throws -> [UInt8] {
                 if (try? ImageReader.read(UnsafeRawBufferPointer(rebasing: buffer[..<length]))) != nil { loaded += 1 }
             }
         }
-        var random = SplitMix64(state: 0x636F_6D70_6F73_6566)
+        var random = SplitMix64(seed: 0x636F_6D70_6F73_6566)
         let metadataEnd = min(image.count, 24 * 1024)
         for _ in 0..<2500 {
             // A few bytes, mostly in the metadata (superblock, inodes, xattrs); restored afterwards.
             var saved: [(offset: Int, byte: UInt8)] = []
-            for _ in 0...random.next(below: 4) {
-                let offset = random.next(below: random.next(below: 4) == 0 ? image.count : metadataEnd)
+            for _ in 0...random.int(below: 4) {
+                let offset = random.int(below: random.int(below: 4) == 0 ? image.count : metadataEnd)
                 saved.append((offset, image[offset]))
                 image[offset] = UInt8(truncatingIfNeeded: random.next())
             }

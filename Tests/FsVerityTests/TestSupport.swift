@@ -1,27 +1,12 @@
 import Foundation
 import FsVerity
 import Testing
+import TestSupport
 
-/// Deterministic pseudo-random bytes (SplitMix64), so failures are reproducible.
+/// Deterministic pseudo-random bytes, so failures are reproducible.
 func pseudoRandomBytes(count: Int, seed: UInt64) -> [UInt8] {
-    var state = seed
-    var bytes = [UInt8](repeating: 0, count: count)
-    bytes.withUnsafeMutableBytes { buffer in
-        var offset = 0
-        while offset < count {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            z ^= z >> 31
-            withUnsafeBytes(of: z.littleEndian) { word in
-                let n = min(8, count - offset)
-                buffer.baseAddress!.advanced(by: offset).copyMemory(from: word.baseAddress!, byteCount: n)
-            }
-            offset += 8
-        }
-    }
-    return bytes
+    var generator = SplitMix64(seed: seed)
+    return generator.bytes(count: count)
 }
 
 /// A temporary directory removed when the value is deinitialized.

@@ -11,6 +11,7 @@ import Dumpfile
 import Foundation
 import FsVerity
 import Testing
+import TestSupport
 
 enum FuseEnvironment {
     /// Why FUSE mounts cannot run here, or nil when they can.
@@ -674,7 +675,7 @@ enum Linux {
             if isMounted(built.mountpoint) { unmountFuse(built.mountpoint) }
         }
         // Random damage past the headers: walking the tree may fail, the server must not.
-        var random = RandomTree.Generator(seed: 99)
+        var random = SplitMix64(seed: 99)
         for round in 0..<12 {
             var damaged = image
             for _ in 0..<40 {

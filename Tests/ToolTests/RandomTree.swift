@@ -9,6 +9,7 @@
 
 import CComposeFSSys
 import Foundation
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -79,7 +80,7 @@ struct RandomTree {
 
     // MARK: State
 
-    private var random: Generator
+    private var random: SplitMix64
     private let root: String
     private let options: Options
     private var summary = Summary()
@@ -93,7 +94,7 @@ struct RandomTree {
     private var made: [String] = []
 
     private init(root: String, seed: UInt64, options: Options) {
-        random = Generator(seed: seed)
+        random = SplitMix64(seed: seed)
         self.root = root
         self.options = options
         summary.seed = seed
@@ -355,28 +356,5 @@ struct RandomTree {
     static func deviceNumber(major: Int, minor: Int) -> dev_t {
         let (major, minor) = (UInt64(major), UInt64(minor))
         return dev_t((major & 0xFFFF_F000) << 32 | (major & 0xFFF) << 8 | (minor & 0xFFFF_FF00) << 12 | (minor & 0xFF))
-    }
-
-    // MARK: Random numbers
-
-    /// SplitMix64: small, fast and reproducible across platforms.
-    struct Generator: RandomNumberGenerator {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-
-        mutating func int(below bound: Int) -> Int { Int(next() % UInt64(bound)) }
-        mutating func int(in range: ClosedRange<Int>) -> Int {
-            range.lowerBound + Int(next() % UInt64(range.upperBound - range.lowerBound + 1))
-        }
-        mutating func bool() -> Bool { next() & 1 == 1 }
-        mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) / Double(1 << 53) < p }
     }
 }
