@@ -14,6 +14,8 @@ let package = Package(
         .library(name: "ComposeFS", targets: ["ComposeFS"]),
         .library(name: "Dumpfile", targets: ["Dumpfile"]),
         .library(name: "ComposeFSMount", targets: ["ComposeFSMount"]),
+        .library(name: "Repository", targets: ["Repository"]),
+        .library(name: "OCI", targets: ["OCI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
@@ -88,7 +90,10 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "FsVerityTests", dependencies: ["FsVerity", "TestSupport"]),
         .testTarget(name: "RepositoryTests", dependencies: ["Repository", "FsVerity"]),
-        .testTarget(name: "OCITests", dependencies: ["OCI", "Repository", "ComposeFS", "FsVerity", "TestSupport"]),
+        .testTarget(
+            name: "OCITests", dependencies: ["OCI", "Repository", "ComposeFS", "FsVerity", "TestSupport"],
+            // Fuzzer inputs, read through #filePath.
+            exclude: ["FuzzRegressions"]),
         .testTarget(
             name: "ComposeFSTests",
             dependencies: ["ComposeFS", "Dumpfile", "EROFS", "FsVerity", "TestSupport", .product(name: "Crypto", package: "swift-crypto")],

@@ -18,5 +18,11 @@ let package = Package(
         .systemLibrary(name: "CLibFuzzer"),
         .executableTarget(name: "FuzzDumpfile", dependencies: harnessDependencies),
         .executableTarget(name: "FuzzImage", dependencies: harnessDependencies),
+        .executableTarget(
+            name: "FuzzLayer",
+            dependencies: harnessDependencies + [
+                .product(name: "OCI", package: "main"), .product(name: "Repository", package: "main"),
+            ]),
+        .executableTarget(name: "FuzzDocument", dependencies: ["CLibFuzzer", .product(name: "OCI", package: "main")]),
     ]
 )

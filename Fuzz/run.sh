@@ -1,34 +1,41 @@
 #!/usr/bin/env bash
 # Builds a libFuzzer harness and fuzzes it.
-#   Fuzz/run.sh FuzzDumpfile|FuzzImage [SECONDS] [LIBFUZZER-OPTION...]
+#   Fuzz/run.sh FuzzDumpfile|FuzzImage|FuzzLayer|FuzzDocument [SECONDS] [LIBFUZZER-OPTION...]
 # The corpus grows in .build-fuzz/work/TARGET/corpus across runs; crashers go to
 # .build-fuzz/work/TARGET/artifacts. Seeds are regenerated on every run from the
 # reference vectors (COMPOSEFS_ASSETS, default ../shared/vectors/composefs-assets)
 # and the checked-in regression inputs. Image seeds are built with MKCOMPOSEFS
-# (default: the reference tool if built in ../ref, else ours).
+# (default: the reference tool if built in ../ref, else ours); layer and document
+# seeds are tars and JSON made by scripts/fuzz-seeds.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage="usage: Fuzz/run.sh FuzzDumpfile|FuzzImage [SECONDS] [LIBFUZZER-OPTION...]"
+usage="usage: Fuzz/run.sh FuzzDumpfile|FuzzImage|FuzzLayer|FuzzDocument [SECONDS] [LIBFUZZER-OPTION...]"
 target=${1:?$usage}
 seconds=${2:-600}
 shift $(($# < 2 ? $# : 2))
 case $target in
     FuzzDumpfile) kind=dumpfile max_len=65536 ;;
     FuzzImage) kind=image max_len=131072 ;;
+    FuzzLayer) kind=layer max_len=65536 ;;
+    FuzzDocument) kind=document max_len=65536 ;;
     *) echo "$usage" >&2; exit 2 ;;
 esac
 
 scratch=.build-fuzz
 assets=${COMPOSEFS_ASSETS:-../shared/vectors/composefs-assets}
 work=$scratch/work/$target
-regressions=Tests/ComposeFSTests/FuzzRegressions/$kind
+case $kind in
+    layer|document) regressions=Tests/OCITests/FuzzRegressions/$kind ;;
+    *) regressions=Tests/ComposeFSTests/FuzzRegressions/$kind ;;
+esac
 jobs=${FUZZ_BUILD_JOBS:-2}
 
 # Release: optimized code fuzzes several times faster. (Each harness starts
-# libFuzzer from its own main, so debug links too.)
+# libFuzzer from its own main, so debug links too.) -enable-testing: the OCI harnesses
+# call the layer importer and document decoders directly.
 swift build --package-path Fuzz --scratch-path "$scratch" -c release -j "$jobs" \
-    -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld --product "$target"
+    -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld -Xswiftc -enable-testing --product "$target"
 binary=$scratch/release/$target
 
 # Dumpfile seeds: the vectors, and the start of the large gzipped ones (whole lines).
@@ -45,6 +52,11 @@ else
 fi
 
 seeds=$dump_seeds
+if [ "$kind" = layer ] || [ "$kind" = document ]; then
+    seeds=$work/$kind-seeds
+    rm -rf "$seeds"
+    python3 scripts/fuzz-seeds.py "$kind" "$seeds"
+fi
 if [ "$kind" = image ]; then
     mkcomposefs=${MKCOMPOSEFS:-}
     if [ -z "$mkcomposefs" ] && [ -x ../ref/build/tools/mkcomposefs ]; then

@@ -160,7 +160,7 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
         let what = "manifest \(reference) of \(name)"
         let response = try await request("/v2/\(target.repository)/manifests/\(reference)", what: what,
             accept: MediaType.acceptedManifests.joined(separator: ", "))
-        guard response.status == .ok else { throw try await failure(response, what: what) }
+        guard response.status == .ok else { throw await failure(response, what: what) }
         let bytes = try await collect(response, limit: DocumentLimits.manifestMax, what: what)
         let contentType = response.headers.first(name: "Content-Type")?.split(separator: ";").first.map {
             $0.trimmingCharacters(in: .whitespaces)
@@ -184,7 +184,7 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
         case .partialContent:
             break
         default:
-            throw try await failure(response, what: what)
+            throw await failure(response, what: what)
         }
         do {
             for try await buffer in response.body {
@@ -217,10 +217,16 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
         }
         var response = try await execute(request, what: what)
         if response.status == .unauthorized, let challenge = response.headers.first(name: "WWW-Authenticate") {
-            let authorization = try await authenticate(challenge, what: what)
+            _ = try? await response.body.collect(upTo: 1 << 16)
+            let (authorization, user) = try await authenticate(challenge, what: what)
             state.withLock { $0.authorization = authorization }
             request.headers.replaceOrAdd(name: "Authorization", value: authorization)
             response = try await execute(request, what: what)
+            if response.status == .unauthorized {
+                let advice = user.map { "the registry refused the credentials of '\($0)'" }
+                    ?? "the registry wants credentials (use --creds USER:PASSWORD or an auth file)"
+                throw .transfer(what: what, reason: "\(advice); \(await statusDetail(response))")
+            }
         }
         return response
     }
@@ -261,15 +267,19 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
 
     /// Answers a 401 challenge: a bearer token from the realm (with basic credentials when
     /// known), or basic credentials directly.
-    private func authenticate(_ challenge: String, what: String) async throws(OCIError) -> String {
+    /// Returns the Authorization header value and the user name it carries, if any.
+    private func authenticate(_ challenge: String, what: String) async throws(OCIError) -> (String, user: String?) {
         let (scheme, parameters) = Self.parseChallenge(challenge)
         var credentials = options.credentials
         if credentials == nil { credentials = try Self.storedCredentials(host: target.host, authFile: options.authFile) }
         let basic = credentials.map { "Basic " + Data($0.utf8).base64EncodedString() }
+        let user = credentials.map { String($0.prefix { $0 != ":" }) }
         switch scheme.lowercased() {
         case "basic":
-            guard let basic else { throw .transfer(what: what, reason: "the registry wants credentials (use --creds USER:PASSWORD)") }
-            return basic
+            guard let basic else {
+                throw .transfer(what: what, reason: "the registry wants credentials (use --creds USER:PASSWORD or an auth file)")
+            }
+            return (basic, user)
         case "bearer":
             guard let realm = parameters["realm"], var components = URLComponents(string: realm) else {
                 throw .transfer(what: what, reason: "bearer challenge without a realm")
@@ -282,7 +292,11 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
             var request = HTTPClientRequest(url: url)
             if let basic { request.headers.add(name: "Authorization", value: basic) }
             let response = try await execute(request, what: "token for \(what)")
-            guard response.status == .ok else { throw try await failure(response, what: "token for \(what)") }
+            guard response.status == .ok else {
+                guard response.status == .unauthorized, let user else { throw await failure(response, what: "token for \(what)") }
+                throw .transfer(
+                    what: what, reason: "the token service refused the credentials of '\(user)'; \(await statusDetail(response))")
+            }
             let body = try await collect(response, limit: 1 << 20, what: "token for \(what)")
             struct Token: Decodable {
                 var token: String?
@@ -292,7 +306,7 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
             guard let value = token.token ?? token.access_token else {
                 throw .transfer(what: what, reason: "the token service sent no token")
             }
-            return "Bearer " + value
+            return ("Bearer " + value, user)
         default:
             throw .unsupported("\(what): unsupported authentication scheme '\(scheme)'")
         }
@@ -370,11 +384,16 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
         }
     }
 
-    private func failure(_ response: HTTPClientResponse, what: String) async throws(OCIError) -> OCIError {
-        let body = (try? await response.body.collect(upTo: 1 << 16)).map { String(buffer: $0) } ?? ""
+    private func failure(_ response: HTTPClientResponse, what: String) async -> OCIError {
         if response.status == .notFound { return .notFound("\(what) (registry answered 404)") }
+        return .transfer(what: what, reason: await statusDetail(response))
+    }
+
+    /// "registry answered CODE REASON: BODY" (the body cut short).
+    private func statusDetail(_ response: HTTPClientResponse) async -> String {
+        let body = (try? await response.body.collect(upTo: 1 << 16)).map { String(buffer: $0) } ?? ""
         let detail = body.isEmpty ? "" : ": " + body.prefix(300).trimmingCharacters(in: .whitespacesAndNewlines)
-        return .transfer(what: what, reason: "registry answered \(response.status.code) \(response.status.reasonPhrase)\(detail)")
+        return "registry answered \(response.status.code) \(response.status.reasonPhrase)\(detail)"
     }
 }
 

@@ -49,7 +49,8 @@ final class OCIFixture: @unchecked Sendable {
         umociDigest = try runTool("mkcomposefs", ["--print-digest-only", umociRootfs]).stdout
             .trimmingCharacters(in: .whitespacesAndNewlines)
 
-        registryPort = try Self.startRegistry(in: base)
+        registryPort = 20000 + Int(getpid() % 20000)
+        try Self.startRegistry(in: base, port: registryPort)
         for (source, name) in [(layout, "test:v1"), (multiArchLayout, "multi:v1")] {
             let copy = try run(findExecutable("skopeo")!, [
                 "copy", "--quiet", "--all", "--dest-tls-verify=false", "oci:\(source):test", "docker://127.0.0.1:\(registryPort)/\(name)",
@@ -63,10 +64,10 @@ final class OCIFixture: @unchecked Sendable {
         guard result.status == 0 else { throw SetupError(description: "make-oci-image.py: \(result.stderr)") }
     }
 
-    /// Starts docker-registry on a free port, with a watchdog that stops it when this process ends.
-    static func startRegistry(in base: String) throws -> Int {
-        let port = 20000 + Int(getpid() % 20000)
-        let config = """
+    /// Starts docker-registry on `port` with its storage in `base`, with a watchdog that stops it
+    /// when this process ends. `auth` is the YAML of the config's auth section, if any.
+    static func startRegistry(in base: String, port: Int, auth: String? = nil) throws {
+        var config = """
             version: 0.1
             log:
               level: error
@@ -75,14 +76,21 @@ final class OCIFixture: @unchecked Sendable {
                 rootdirectory: \(base)/registry
             http:
               addr: 127.0.0.1:\(port)
+
             """
+        if let auth { config += "auth:\n" + auth.split(separator: "\n").map { "  " + $0 + "\n" }.joined() }
         try config.write(toFile: base + "/registry.yml", atomically: true, encoding: .utf8)
         try startWatched(findExecutable("docker-registry")!, ["serve", base + "/registry.yml"], log: base + "/registry.log")
+        try waitForServer(port: port, log: base + "/registry.log")
+    }
+
+    /// Waits until something answers HTTP on `port` (any status: registries with auth answer 401).
+    static func waitForServer(port: Int, log: String) throws {
         for _ in 0..<100 {
-            if (try? run("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(port)/v2/"]))?.status == 0 { return port }
+            if (try? run("/usr/bin/curl", ["-s", "-o", "/dev/null", "http://127.0.0.1:\(port)/v2/"]))?.status == 0 { return }
             usleep(100_000)
         }
-        throw SetupError(description: "docker-registry did not start: " + ((try? String(contentsOfFile: base + "/registry.log", encoding: .utf8)) ?? ""))
+        throw SetupError(description: "no server on port \(port): " + ((try? String(contentsOfFile: log, encoding: .utf8)) ?? ""))
     }
 
     /// Write ends of the pipes the servers' watchdogs wait on: they close when this process
@@ -372,5 +380,71 @@ func scriptsDirectory() -> String {
         if let layerObject { try FileManager.default.removeItem(atPath: repo + "/objects/" + layerObject) }
         let fsck = try cfsctl(repo, ["oci", "fsck"])
         #expect(fsck.status == 1 && fsck.stdout.contains("oci images: 0/1 ok"), "\(fsck.stdout)")
+    }
+
+    /// A registry with htpasswd (basic) auth, and one behind a token service (bearer, with
+    /// anonymous pulls of "public/" repositories), both filled by skopeo with credentials.
+    @Test func authenticatedRegistries() throws {
+        let base = fixture.work.url.path + "/auth"
+        for directory in ["basic", "token"] {
+            try FileManager.default.createDirectory(atPath: base + "/" + directory, withIntermediateDirectories: true)
+        }
+        let helper = scriptsDirectory() + "/registry-auth.py"
+        let python = findExecutable("python3")!
+        let htpasswd = try run(python, [helper, "htpasswd", "alice", "s3cret"])
+        try #require(htpasswd.status == 0, "\(htpasswd.stderr)")
+        try htpasswd.stdout.write(toFile: base + "/htpasswd", atomically: true, encoding: .utf8)
+        let (basicPort, tokenPort, tokenServicePort) = (fixture.registryPort + 3, fixture.registryPort + 4, fixture.registryPort + 5)
+        try OCIFixture.startWatched(
+            python, [helper, "token-server", "\(tokenServicePort)", base, "test-issuer", "alice", "s3cret"], log: base + "/token-service.log")
+        try OCIFixture.waitForServer(port: tokenServicePort, log: base + "/token-service.log")
+        try OCIFixture.startRegistry(
+            in: base + "/basic", port: basicPort, auth: "htpasswd:\n  realm: composefs-test\n  path: \(base)/htpasswd")
+        try OCIFixture.startRegistry(in: base + "/token", port: tokenPort, auth: """
+            token:
+              realm: http://127.0.0.1:\(tokenServicePort)/token
+              service: test-registry
+              issuer: test-issuer
+              rootcertbundle: \(base)/cert.pem
+            """)
+        let basicImage = "docker://127.0.0.1:\(basicPort)/private/test:v1"
+        let (publicImage, privateImage) = ("docker://127.0.0.1:\(tokenPort)/public/test:v1", "docker://127.0.0.1:\(tokenPort)/private/test:v1")
+        for image in [basicImage, publicImage, privateImage] {
+            let copy = try run(findExecutable("skopeo")!, [
+                "copy", "--quiet", "--dest-tls-verify=false", "--dest-creds", "alice:s3cret", "oci:\(fixture.layout):test", image,
+            ])
+            try #require(copy.status == 0, "skopeo copy to \(image): \(copy.stderr)")
+        }
+        let authFile = base + "/auth.json"
+        let encoded = Data("alice:s3cret".utf8).base64EncodedString()
+        try #"{"auths": {"127.0.0.1:\#(basicPort)": {"auth": "\#(encoded)"}}}"#.write(toFile: authFile, atomically: true, encoding: .utf8)
+
+        // (image, extra arguments, environment, nil for success or what the error says)
+        let cases: [(String, [String], [String: String]?, String?)] = [
+            (basicImage, [], nil, "the registry wants credentials (use --creds USER:PASSWORD or an auth file)"),
+            (basicImage, ["--creds", "alice:wrong"], nil, "the registry refused the credentials of 'alice'"),
+            (basicImage, ["--creds", "alice:s3cret"], nil, nil),
+            (basicImage, ["--authfile", authFile], nil, nil),
+            (basicImage, [], ["REGISTRY_AUTH_FILE": authFile], nil),
+            (publicImage, [], nil, nil),
+            (privateImage, [], nil, "the registry wants credentials (use --creds USER:PASSWORD or an auth file)"),
+            (privateImage, ["--creds", "alice:wrong"], nil, "the token service refused the credentials of 'alice'"),
+            (privateImage, ["--creds", "alice:s3cret"], nil, nil),
+        ]
+        for (number, (image, arguments, environment, failure)) in cases.enumerated() {
+            let repo = try fixture.repository("auth")
+            let tag = "case\(number)"
+            let result = try runTool(
+                "cfsctl", ["--repo", repo, "oci", "pull"] + arguments + [image, tag],
+                environment: environment.map { ProcessInfo.processInfo.environment.merging($0) { $1 } })
+            if let failure {
+                #expect(result.status == 1 && result.stderr.contains(failure), "case \(number): \(result.stderr)")
+                #expect(!FileManager.default.fileExists(atPath: repo + "/streams/refs/oci/" + tag))
+            } else {
+                #expect(result.status == 0, "case \(number): \(result.stderr)")
+                let id = try cfsctl(repo, ["oci", "compute-id", tag])
+                #expect(id.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == fixture.umociDigest, "case \(number)")
+            }
+        }
     }
 }
