@@ -248,3 +248,15 @@ struct DescriptorSource: ByteSource {
         }
     }
 }
+
+/// Reports the bytes read through it (for progress bars).
+struct ProgressSource<Inner: ByteSource>: ByteSource {
+    var inner: Inner
+    let report: (UInt64) -> Void
+
+    mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(OCIError) -> Int {
+        let count = try inner.read(into: buffer)
+        if count > 0 { report(UInt64(count)) }
+        return count
+    }
+}

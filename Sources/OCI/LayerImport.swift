@@ -64,8 +64,7 @@ enum LayerImporter {
     /// Reads the blob from `source`, decompressing as its magic number says, and builds the
     /// split stream. `layer` names the layer in errors.
     static func importLayer<Source: ByteSource>(
-        from source: Source, into repository: Repository, layer: String,
-        progress: ((UInt64) -> Void)? = nil
+        from source: Source, into repository: Repository, layer: String
     ) throws(OCIError) -> LayerImportResult {
         let counted = DigestingSource(source)
         // Peek at the magic number without losing it.
@@ -76,7 +75,7 @@ enum LayerImporter {
             _ decompressed: Tar, blob: (Tar) -> DigestingSource<Source>
         ) throws(OCIError) -> LayerImportResult {
             var tar = DigestingSource(decompressed)
-            let (stream, statistics) = try split(&tar, repository: repository, layer: layer, progress: progress)
+            let (stream, statistics) = try split(&tar, repository: repository, layer: layer)
             let counted = blob(tar.inner)
             return LayerImportResult(
                 diffID: tar.digest, blobDigest: counted.digest, blobSize: counted.count, stream: stream, statistics: statistics)
@@ -91,7 +90,7 @@ enum LayerImporter {
     /// The tar → split stream pass. Reads to the very end, so everything after the end marker
     /// is kept (inline) and hashed too.
     static func split<Source: ByteSource>(
-        _ tar: inout Source, repository: Repository, layer: String, progress: ((UInt64) -> Void)?
+        _ tar: inout Source, repository: Repository, layer: String
     ) throws(OCIError) -> ([UInt8], ImportStatistics) {
         var writer = SplitStreamWriter(algorithm: repository.algorithm, contentType: layerContentType)
         var decoder = TarHeaderDecoder(layer: layer)
@@ -99,13 +98,10 @@ enum LayerImporter {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { buffer.deallocate() }
         let block = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<TarHeaderField.blockSize])
-        var consumed: UInt64 = 0
 
         func readExactly(_ target: UnsafeMutableRawBufferPointer, _ what: String) throws(OCIError) {
             let n = try tar.readFully(into: target)
             guard n == target.count else { throw decoder.fail("archive is truncated (in \(what))") }
-            consumed += UInt64(n)
-            progress?(consumed)
         }
         /// Copies `count` bytes inline.
         func copyInline(_ count: UInt64, _ what: String) throws(OCIError) {
@@ -124,7 +120,6 @@ enum LayerImporter {
             let n = try tar.readFully(into: block)
             if n == 0 { throw decoder.fail("archive ends without an end-of-archive marker") }
             guard n == block.count else { throw decoder.fail("archive is truncated (in a header)") }
-            consumed += UInt64(n)
             writer.writeInline(UnsafeRawBufferPointer(block))
             statistics.bytesInline += UInt64(n)
             let action = try decoder.header(UnsafeRawBufferPointer(block))
@@ -162,7 +157,7 @@ enum LayerImporter {
             if entry.dataSize > (entry.kind == .regular ? inlineMax : nonRegularInlineMax) {
                 let id = try storeObject(
                     &tar, size: entry.dataSize, buffer: buffer, repository: repository, decoder: decoder,
-                    statistics: &statistics, consumed: &consumed, progress: progress)
+                    statistics: &statistics)
                 writer.writeExternal(id, size: entry.dataSize)
                 try copyInline(padding(entry.dataSize), "padding")
             } else {
@@ -174,15 +169,13 @@ enum LayerImporter {
     /// Streams one file's content into an object.
     private static func storeObject<Source: ByteSource>(
         _ tar: inout Source, size: UInt64, buffer: UnsafeMutableRawBufferPointer, repository: Repository,
-        decoder: TarHeaderDecoder, statistics: inout ImportStatistics, consumed: inout UInt64, progress: ((UInt64) -> Void)?
+        decoder: TarHeaderDecoder, statistics: inout ImportStatistics
     ) throws(OCIError) -> [UInt8] {
         do {
             if size <= UInt64(bufferedObjectMax) {
                 var content = [UInt8](repeating: 0, count: Int(size))
                 let n = try withMutableBytes(&content) { (target) throws(OCIError) in try tar.readFully(into: target) }
                 guard n == Int(size) else { throw OCIError.badTar(layer: decoder.layer, entry: decoder.lastPath, reason: "archive is truncated (in file content)") }
-                consumed += size
-                progress?(consumed)
                 let (id, existed) = try repository.storeObject(content)
                 if existed { statistics.objectsPresent += 1 } else {
                     statistics.objectsWritten += 1
@@ -200,8 +193,6 @@ enum LayerImporter {
                 }
                 try object.write(UnsafeRawBufferPointer(piece))
                 remaining -= UInt64(n)
-                consumed += UInt64(n)
-                progress?(consumed)
             }
             let (id, existed) = try object.finish()
             if existed { statistics.objectsPresent += 1 } else {

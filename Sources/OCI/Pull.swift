@@ -208,13 +208,12 @@ extension ImageStore {
         let downloaded = source.stagesBlobs
         let repository = self.repository
         let imported = try await offload { () throws(OCIError) -> LayerImportResult in
-            var lastReported: UInt64 = 0
-            return try LayerImporter.importLayer(from: blob.source(), into: repository, layer: diffID.description) { consumed in
-                // Local blobs report progress as they are imported (in tar bytes, roughly).
-                guard !downloaded, let report, consumed - lastReported >= 1 << 20 else { return }
-                report(min(consumed - lastReported, UInt64(descriptor.size)))
-                lastReported = consumed
+            // Local blobs report progress as the import reads them.
+            if !downloaded, let report {
+                return try LayerImporter.importLayer(
+                    from: ProgressSource(inner: blob.source(), report: report), into: repository, layer: diffID.description)
             }
+            return try LayerImporter.importLayer(from: blob.source(), into: repository, layer: diffID.description)
         }
         if source.verifiesBlobDigests {
             guard descriptor.digest.algorithm == "sha256" else {

@@ -447,4 +447,27 @@ func scriptsDirectory() -> String {
             }
         }
     }
+
+    /// On a terminal, pull reports each step and draws a progress bar on stderr that ends full;
+    /// with stderr not a terminal it prints only the result.
+    @Test func progressIsDrawnOnlyOnATerminal() throws {
+        guard let script = findExecutable("script") else {
+            print("skipping progressIsDrawnOnlyOnATerminal: script(1) is not installed")
+            return
+        }
+        let repo = try fixture.repository("progress")
+        let typescript = fixture.work.url.path + "/typescript-" + UUID().uuidString
+        let command = [productsDirectory().appendingPathComponent("cfsctl").path, "--repo", repo, "oci", "pull", "oci:\(fixture.layout):test", "bar"]
+            .map { "'\($0)'" }.joined(separator: " ")
+        let result = try run(script, ["-q", "-e", "-c", command, typescript])
+        #expect(result.status == 0, "\(result.stderr)")
+        let output = try String(contentsOfFile: typescript, encoding: .utf8)
+        #expect(output.contains("Fetching layer sha256:"), "\(output)")
+        #expect(output.contains("\r" + String(repeating: "#", count: 40) + " "), "no full bar in: \(output)")
+        #expect(output.contains("Building composefs image"))
+        #expect(output.contains("tagged   bar"))
+
+        let plain = try cfsctl(try fixture.repository("no-progress"), ["oci", "pull", "oci:\(fixture.layout):test", "bar"])
+        #expect(plain.status == 0 && plain.stderr.isEmpty, "\(plain.stderr)")
+    }
 }
