@@ -2,7 +2,7 @@
 """Builds the OCI test images: an image layout whose layers exercise what composefs must get
 right when merging container layers.
 
-  make-oci-image.py OUTDIR [--big-mib N] [--multi-arch] [--no-zstd]
+  make-oci-image.py OUTDIR [--big-mib N] [--multi-arch] [--no-zstd] [--subject-of LAYOUT]
   make-oci-image.py OUTDIR --layer-tar TAR      (an image of that one layer)
 
 Layers (bottom first):
@@ -17,7 +17,8 @@ Layers (bottom first):
 With --multi-arch the layout holds an index with an amd64 and an arm64 image (the arm64 one
 has a different config) under the name "test"; otherwise one manifest named "test".
 --no-zstd compresses layer 2 with gzip instead (same diff_ids: the same root file system), for
-tools without zstd such as umoci 0.4. Everything is deterministic: same arguments, same digests.
+tools without zstd such as umoci 0.4. --subject-of makes the manifest name the image of LAYOUT
+as its subject (as a signature or an attestation does). Everything is deterministic: same arguments, same digests.
 """
 
 import gzip
@@ -165,7 +166,7 @@ def zstd_compress(data):
     return subprocess.run(["zstd", "-q", "-c", "-3", "--no-check"], input=data, stdout=subprocess.PIPE, check=True).stdout
 
 
-def image(layout, tars, architecture, variant=None, zstd=True):
+def image(layout, tars, architecture, variant=None, zstd=True, subject=None):
     second = (zstd_compress(tars[1]), "application/vnd.oci.image.layer.v1.tar+zstd") if zstd else \
         (gzip.compress(tars[1], mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip")
     compressed = [
@@ -191,6 +192,8 @@ def image(layout, tars, architecture, variant=None, zstd=True):
         "config": config_descriptor,
         "layers": layers,
     }
+    if subject:
+        manifest["subject"] = subject
     return layout.blob(json.dumps(manifest, sort_keys=True).encode(), "application/vnd.oci.image.manifest.v1+json")
 
 
@@ -229,7 +232,12 @@ def main():
         single_layer_image(layout, args[args.index("--layer-tar") + 1])
         return
     tars = [layer_one(big), layer_two(), layer_three(big)]
-    amd64 = image(layout, tars, "amd64", zstd="--no-zstd" not in args)
+    subject = None
+    if "--subject-of" in args:
+        with open(os.path.join(args[args.index("--subject-of") + 1], "index.json")) as f:
+            top = json.load(f)["manifests"][0]
+        subject = {key: top[key] for key in ("mediaType", "digest", "size")}
+    amd64 = image(layout, tars, "amd64", zstd="--no-zstd" not in args, subject=subject)
     if "--multi-arch" in args:
         arm_tars = [tars[0], tars[1], layer_three(big // 2)]
         arm64 = image(layout, arm_tars, "arm64", "v8")

@@ -135,6 +135,8 @@ public struct Manifest: Codable, Sendable {
     public var artifactType: String?
     public var config: Descriptor
     public var layers: [Descriptor]
+    /// The manifest this one refers to (a signature or attestation of that image, say).
+    public var subject: Descriptor?
 }
 
 public struct ImageIndex: Codable, Sendable {

@@ -5,6 +5,9 @@
 //   streams/oci-manifest-<digest>     the manifest JSON as one object ("ocimanif"); named refs
 //                                     config:<digest> → config stream, <diff_id> → layer stream
 //   streams/refs/oci/<tag>            → ../../oci-manifest-<digest> ('%' → %25, '/' → %2F)
+//   streams/refs/oci-referrers/<subject digest>/<digest>
+//                                     → the manifest stream of an image whose manifest names
+//                                       <subject digest> as its subject
 // Stream refs are added in a fixed order (config, then layers bottom up, then the image), so the
 // same image always gives the same stream objects.
 
@@ -69,6 +72,28 @@ public struct ImageStore: Sendable {
                 return nil
             }
             return (Self.decodeTag(ref.ref), digest)
+        }
+    }
+
+    // MARK: Referrers
+
+    static func referrersDirectory(_ subject: Digest) -> String { "oci-referrers/" + encodeTag(subject.description) }
+
+    /// Records that the manifest `digest` refers to `subject`.
+    func addReferrer(_ digest: Digest, subject: Digest) throws(OCIError) {
+        let ref = Self.referrersDirectory(subject) + "/" + Self.encodeTag(digest.description)
+        do { try repository.setStreamRef(ref, to: Self.manifestStream(digest)) } catch { throw .repository(error) }
+    }
+
+    /// The stored manifests that name `subject` as theirs.
+    public func referrers(of subject: Digest) throws(OCIError) -> [Digest] {
+        let refs: [(ref: String, stream: String)]
+        do { refs = try repository.streamRefs(in: Self.referrersDirectory(subject)) } catch { throw .repository(error) }
+        return refs.compactMap { ref in
+            guard let digest = try? Digest(parsing: Self.decodeTag(ref.ref)), ref.stream == Self.manifestStream(digest),
+                repository.streamID(ref.stream) != nil
+            else { return nil }
+            return digest
         }
     }
 

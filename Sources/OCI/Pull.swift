@@ -52,6 +52,7 @@ extension ImageStore {
             repository.streamID(Self.manifestStream(manifestDigest)) != nil, imageExists(imageID)
         {
             events?(.message("Already have manifest \(manifestDigest)"))
+            if let subject = manifest.subject { try addReferrer(manifestDigest, subject: subject.digest) }
             if let tag { try self.tag(manifestDigest, as: tag) }
             return PullResult(
                 manifestDigest: manifestDigest, configDigest: stored.manifest.config.digest, manifestStream: stored.manifestStream,
@@ -102,6 +103,7 @@ extension ImageStore {
         events?(.message("Storing manifest \(manifestDigest)"))
         let manifestStream = try storeManifest(
             manifestBytes, digest: manifestDigest, config: (configDescriptor.digest, configStream), layers: layerStreams)
+        if let subject = manifest.subject { try addReferrer(manifestDigest, subject: subject.digest) }
         if let tag { try self.tag(manifestDigest, as: tag) }
         return PullResult(
             manifestDigest: manifestDigest, configDigest: configDescriptor.digest, manifestStream: manifestStream,

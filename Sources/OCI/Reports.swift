@@ -15,6 +15,7 @@ public struct ImageSummary: Sendable {
     public var os: String
     public var created: String?
     public var layerCount: Int
+    public var referrerCount: Int
 }
 
 extension ImageStore {
@@ -25,7 +26,7 @@ extension ImageStore {
             return ImageSummary(
                 name: tag.name, manifestDigest: tag.manifest, isContainer: true,
                 architecture: image.config.architecture ?? "", os: image.config.os ?? "", created: image.config.created,
-                layerCount: image.manifest.layers.count)
+                layerCount: image.manifest.layers.count, referrerCount: (try? referrers(of: tag.manifest).count) ?? 0)
         }
     }
 
@@ -34,7 +35,7 @@ extension ImageStore {
         let header = ["NAME", "DIGEST", "ARCH", "LAYERS", "REFS"]
         let rows = images.map { image in
             [image.name, String(image.manifestDigest.hex.prefix(12)), image.architecture.isEmpty ? "artifact" : image.architecture,
-             String(image.layerCount), "0"]
+             String(image.layerCount), String(image.referrerCount)]
         }
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         func line(_ left: String, _ fill: String, _ middle: String, _ right: String) -> String {
@@ -54,7 +55,7 @@ extension ImageStore {
                 ("name", .string(image.name)), ("manifestDigest", .string(image.manifestDigest.description)),
                 ("isContainer", .bool(image.isContainer)), ("architecture", .string(image.architecture)),
                 ("os", .string(image.os)), ("created", image.created.map { .string($0) } ?? .null),
-                ("layerCount", .integer(Int64(image.layerCount))), ("referrerCount", .integer(0)),
+                ("layerCount", .integer(Int64(image.layerCount))), ("referrerCount", .integer(Int64(image.referrerCount))),
             ])
         }).pretty() + "\n"
     }
@@ -65,7 +66,8 @@ extension ImageStore {
         if let id = image.imageID { members.append(("composefs_erofs", .string(Hex.encode(id)))) }
         members.append(("config", try JSONValue.parse(image.configBytes, what: "config")))
         members.append(("manifest", try JSONValue.parse(image.manifestBytes, what: "manifest")))
-        members.append(("referrers", .array([])))
+        let referrers = try referrers(of: image.manifestDigest)
+        members.append(("referrers", .array(referrers.map { .object([("digest", .string($0.description))]) })))
         return JSONValue.object(members).pretty() + "\n"
     }
 

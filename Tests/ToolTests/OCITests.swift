@@ -470,4 +470,30 @@ func scriptsDirectory() -> String {
         let plain = try cfsctl(try fixture.repository("no-progress"), ["oci", "pull", "oci:\(fixture.layout):test", "bar"])
         #expect(plain.status == 0 && plain.stderr.isEmpty, "\(plain.stderr)")
     }
+
+    /// An image whose manifest names another as its subject is listed as that image's referrer.
+    @Test func referrersAreListed() throws {
+        let referring = fixture.work.url.path + "/layout-referrer"
+        if !FileManager.default.fileExists(atPath: referring) { try OCIFixture.makeImage(referring, ["--subject-of", fixture.layout]) }
+        let repo = try fixture.repository("referrers")
+        let base = try pull(repo, "oci:\(fixture.layout):test", tag: "base")
+        let referrer = try pull(repo, "oci:\(referring):test", tag: "signature")
+        let baseDigest = try #require(base["manifest"])
+        let referrerDigest = try #require(referrer["manifest"])
+
+        let images = try cfsctl(repo, ["oci", "images", "--json"])
+        let list = try JSONSerialization.jsonObject(with: Data(images.stdout.utf8)) as? [[String: Any]] ?? []
+        let counts = Dictionary(uniqueKeysWithValues: list.map { ($0["name"] as? String ?? "", $0["referrerCount"] as? Int ?? -1) })
+        #expect(counts == ["base": 1, "signature": 0], "\(images.stdout)")
+        let table = try cfsctl(repo, ["oci", "images"]).stdout
+        let baseRow = table.split(separator: "\n").first { $0.contains(" base ") } ?? ""
+        #expect(baseRow.hasSuffix("┆ 1    │"), "\(table)")
+
+        let inspect = try cfsctl(repo, ["oci", "inspect", "base"])
+        let object = try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any]
+        let referrers = (object?["referrers"] as? [[String: String]]) ?? []
+        #expect(referrers == [["digest": referrerDigest]], "\(inspect.stdout)")
+        #expect(FileManager.default.fileExists(
+            atPath: repo + "/streams/refs/oci-referrers/" + baseDigest + "/" + referrerDigest))
+    }
 }
