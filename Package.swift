@@ -86,10 +86,10 @@ let package = Package(
                 "Repository", "OCI", "ComposeFS", "ComposeFSMount", "Dumpfile", "FsVerity", "CComposeFSSys", "ComposeFSCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
-        // Helpers shared by the test targets (a reproducible random generator).
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // Helpers shared by the test targets (a reproducible random generator, a scratch repository).
+        .target(name: "TestSupport", dependencies: ["Repository"], path: "Tests/TestSupport"),
         .testTarget(name: "FsVerityTests", dependencies: ["FsVerity", "TestSupport"]),
-        .testTarget(name: "RepositoryTests", dependencies: ["Repository", "FsVerity"]),
+        .testTarget(name: "RepositoryTests", dependencies: ["Repository", "FsVerity", "TestSupport"]),
         .testTarget(
             name: "OCITests", dependencies: ["OCI", "Repository", "ComposeFS", "FsVerity", "TestSupport"],
             // Fuzzer inputs, read through #filePath.

@@ -5,6 +5,7 @@
 import ComposeFS
 import Foundation
 import Repository
+import TestSupport
 import Testing
 
 @testable import OCI
@@ -31,7 +32,7 @@ private func path(_ kind: String, _ name: String) -> String {
     /// Fuzz/Sources/FuzzLayer: import, read the stream back, merge, write the image.
     @Test(arguments: regressionInputs("layer"))
     func layer(_ name: String) throws {
-        let scratch = try TarTests.ScratchRepository()
+        let scratch = try ScratchRepository()
         let repository = scratch.repository
         let fd = open(path("layer", name), O_RDONLY | O_CLOEXEC)
         try #require(fd >= 0)

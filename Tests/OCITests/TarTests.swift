@@ -129,18 +129,6 @@ struct MemorySource: ByteSource {
 }
 
 @Suite struct TarTests {
-    final class ScratchRepository {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("cfs-tar-\(UUID().uuidString)").path
-        let repository: Repository
-
-        init() throws {
-            _ = try Repository.initialize(at: path, algorithm: .sha256, insecure: true)
-            repository = try Repository(path: path)
-        }
-
-        deinit { try? FileManager.default.removeItem(atPath: path) }
-    }
-
     /// Imports `tar` and reads the stored stream back; checks it reproduces the archive byte for byte.
     func importAndRead(_ tar: [UInt8], in scratch: ScratchRepository) throws -> [LayerEntry] {
         let result = try LayerImporter.importLayer(from: MemorySource(bytes: tar), into: scratch.repository, layer: "test")

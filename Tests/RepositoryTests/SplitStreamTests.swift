@@ -2,24 +2,12 @@
 
 import Foundation
 import FsVerity
+import TestSupport
 import Testing
 
 @testable import Repository
 
 @Suite struct SplitStreamTests {
-    /// A SHA-256 repository in a scratch directory, removed afterwards.
-    final class ScratchRepository {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("cfs-repo-\(UUID().uuidString)").path
-        let repository: Repository
-
-        init() throws {
-            _ = try Repository.initialize(at: path, algorithm: .sha256, insecure: true)
-            repository = try Repository(path: path)
-        }
-
-        deinit { try? FileManager.default.removeItem(atPath: path) }
-    }
-
     @Test func zstdFramesMatchTheReference() throws {
         // The frames composefs-rs (libzstd, level 3) writes for empty and short data.
         #expect(try zstdCompress([]) == [0x28, 0xb5, 0x2f, 0xfd, 0x20, 0x00, 0x01, 0x00, 0x00])
