@@ -52,8 +52,7 @@ extension ImageStore {
             repository.streamID(Self.manifestStream(manifestDigest)) != nil, imageExists(imageID)
         {
             events?(.message("Already have manifest \(manifestDigest)"))
-            if let subject = manifest.subject { try addReferrer(manifestDigest, subject: subject.digest) }
-            if let tag { try self.tag(manifestDigest, as: tag) }
+            try name(manifestDigest, manifest, tag: tag)
             return PullResult(
                 manifestDigest: manifestDigest, configDigest: stored.manifest.config.digest, manifestStream: stored.manifestStream,
                 imageID: imageID, statistics: ImportStatistics())
@@ -103,11 +102,16 @@ extension ImageStore {
         events?(.message("Storing manifest \(manifestDigest)"))
         let manifestStream = try storeManifest(
             manifestBytes, digest: manifestDigest, config: (configDescriptor.digest, configStream), layers: layerStreams)
-        if let subject = manifest.subject { try addReferrer(manifestDigest, subject: subject.digest) }
-        if let tag { try self.tag(manifestDigest, as: tag) }
+        try name(manifestDigest, manifest, tag: tag)
         return PullResult(
             manifestDigest: manifestDigest, configDigest: configDescriptor.digest, manifestStream: manifestStream,
             imageID: imageID, statistics: statistics)
+    }
+
+    /// What names a pulled image: its referrer entry (when it has a subject) and the tag.
+    private func name(_ digest: Digest, _ manifest: Manifest, tag: String?) throws(OCIError) {
+        if let subject = manifest.subject { try addReferrer(digest, subject: subject.digest) }
+        if let tag { try self.tag(digest, as: tag) }
     }
 
     private func imageExists(_ id: [UInt8]) -> Bool {

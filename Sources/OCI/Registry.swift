@@ -223,8 +223,7 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
             request.headers.replaceOrAdd(name: "Authorization", value: authorization)
             response = try await execute(request, what: what)
             if response.status == .unauthorized {
-                let advice = user.map { "the registry refused the credentials of '\($0)'" }
-                    ?? "the registry wants credentials (use --creds USER:PASSWORD or an auth file)"
+                let advice = user.map { "the registry refused the credentials of '\($0)'" } ?? Self.credentialsWanted
                 throw .transfer(what: what, reason: "\(advice); \(await statusDetail(response))")
             }
         }
@@ -265,6 +264,8 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
         throw .transfer(what: what, reason: "cannot reach \(host): \(lastError)")
     }
 
+    static let credentialsWanted = "the registry wants credentials (use --creds USER:PASSWORD or an auth file)"
+
     /// Answers a 401 challenge: a bearer token from the realm (with basic credentials when
     /// known), or basic credentials directly.
     /// Returns the Authorization header value and the user name it carries, if any.
@@ -276,9 +277,7 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
         let user = credentials.map { String($0.prefix { $0 != ":" }) }
         switch scheme.lowercased() {
         case "basic":
-            guard let basic else {
-                throw .transfer(what: what, reason: "the registry wants credentials (use --creds USER:PASSWORD or an auth file)")
-            }
+            guard let basic else { throw .transfer(what: what, reason: Self.credentialsWanted) }
             return (basic, user)
         case "bearer":
             guard let realm = parameters["realm"], var components = URLComponents(string: realm) else {
