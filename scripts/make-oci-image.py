@@ -21,6 +21,7 @@ tools without zstd such as umoci 0.4. --subject-of makes the manifest name the i
 as its subject (as a signature or an attestation does). Everything is deterministic: same arguments, same digests.
 """
 
+import argparse
 import gzip
 import hashlib
 import io
@@ -219,26 +220,38 @@ def write_index(root, top):
         json.dump({"imageLayoutVersion": "1.0.0"}, f)
 
 
+def parse_arguments():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("outdir", help="the image layout directory to write")
+    parser.add_argument("--big-mib", type=int, default=4, help="size of the big file of layer 3 (MiB)")
+    parser.add_argument("--multi-arch", action="store_true", help="an index with an amd64 and an arm64 image")
+    parser.add_argument("--no-zstd", action="store_true", help="compress layer 2 with gzip instead of zstd")
+    parser.add_argument("--subject-of", metavar="LAYOUT", help="make the manifest name the image of LAYOUT as its subject")
+    parser.add_argument("--layer-tar", metavar="TAR", help="an image of this one layer instead")
+    args = parser.parse_args()
+    # A directory named like an option is a mistyped option, not a place to write an image.
+    if args.outdir.startswith("-"):
+        parser.error(f"output directory {args.outdir!r} looks like an option")
+    return args
+
+
 def main():
-    args = sys.argv[1:]
-    if not args:
-        sys.exit(__doc__)
-    root = args[0]
-    big = 4 << 20
-    if "--big-mib" in args:
-        big = int(args[args.index("--big-mib") + 1]) << 20
+    args = parse_arguments()
+    root = args.outdir
+    big = args.big_mib << 20
     layout = Layout(root)
-    if "--layer-tar" in args:
-        single_layer_image(layout, args[args.index("--layer-tar") + 1])
+    if args.layer_tar:
+        single_layer_image(layout, args.layer_tar)
         return
     tars = [layer_one(big), layer_two(), layer_three(big)]
     subject = None
-    if "--subject-of" in args:
-        with open(os.path.join(args[args.index("--subject-of") + 1], "index.json")) as f:
+    if args.subject_of:
+        with open(os.path.join(args.subject_of, "index.json")) as f:
             top = json.load(f)["manifests"][0]
         subject = {key: top[key] for key in ("mediaType", "digest", "size")}
-    amd64 = image(layout, tars, "amd64", zstd="--no-zstd" not in args, subject=subject)
-    if "--multi-arch" in args:
+    amd64 = image(layout, tars, "amd64", zstd=not args.no_zstd, subject=subject)
+    if args.multi_arch:
         arm_tars = [tars[0], tars[1], layer_three(big // 2)]
         arm64 = image(layout, arm_tars, "arm64", "v8")
         amd64["platform"] = {"architecture": "amd64", "os": "linux"}
