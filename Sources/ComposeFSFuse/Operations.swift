@@ -399,9 +399,12 @@ func checkBackingFile(_ s: Server, _ inode: InodeInfo, _ fd: Int32) -> Int32? {
     guard fstat(fd, &st) == 0 else { return errno }
     guard st.st_mode & S_IFMT == S_IFREG, UInt64(st.st_size) == inode.size else { return EIO }
     guard let metacopy = s.view.xattr(inode, index: trustedXattrIndex, name: metacopyName) else { return EIO }
-    guard let metacopy, metacopy.count == 4 + Linux.sha256DigestSize else { return nil }
+    // struct ovl_metacopy: version, length, flags, then the digest of the algorithm whose size it has
+    // (none at all when the image records no digest).
+    guard let metacopy, metacopy.count > 4 else { return nil }
+    guard let algorithm = FsVerityAlgorithm.allCases.first(where: { 4 + $0.digestSize == metacopy.count }) else { return EIO }
     let expected = UnsafeRawBufferPointer(rebasing: metacopy[4...])
-    return s.verifier.verify(nid: inode.nid, fd: fd, st, expected: expected) ? nil : EIO
+    return s.verifier.verify(nid: inode.nid, fd: fd, st, algorithm: algorithm, expected: expected) ? nil : EIO
 }
 
 func doRelease(_ req: fuse_req_t?, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
@@ -527,7 +530,6 @@ enum Linux {
     static let SEEK_DATA: Int32 = 3
     static let nameMax = EROFSConstants.maxNameLength
     static let pathMax = 4096
-    static let sha256DigestSize = 32
 }
 
 /// An errno value as an Error, for Result.

@@ -659,6 +659,41 @@ enum Linux {
         }
     }
 
+    /// `-o verity` checks backing files whatever digest the image records: images from SHA-256
+    /// and SHA-512 repositories alike refuse an object changed in place (same size) with EIO.
+    @Test(.enabled(if: FuseEnvironment.canMount), arguments: ["fsverity-sha256-12", "fsverity-sha512-12"])
+    func verityChecksEveryDigestAlgorithm(algorithm: String) throws {
+        let work = try TemporaryDirectory()
+        let tree = work.url.appendingPathComponent("tree").path
+        let repo = work.url.appendingPathComponent("repo").path
+        let mountpoint = work.url.appendingPathComponent("mnt").path
+        try FileManager.default.createDirectory(atPath: tree, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        let contents = ["tampered": String(repeating: "a", count: 5000), "intact": String(repeating: "b", count: 7000)]
+        for (name, text) in contents { _ = FileManager.default.createFile(atPath: tree + "/" + name, contents: Data(text.utf8)) }
+        #expect(try runTool("cfsctl", ["--repo", repo, "init", "--insecure", "--algorithm", algorithm]).status == 0)
+        let created = try runTool("cfsctl", ["--repo", repo, "create-image", tree])
+        #expect(created.status == 0, "\(created.stderr)")
+        guard let colon = created.stdout.firstIndex(of: ":") else { return }
+        let image = repo + "/images/" + created.stdout[created.stdout.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+        // The object of "tampered", changed in place without changing its size.
+        let imageID = String(image.split(separator: "/").last ?? "")
+        let backing = try runTool("cfsctl", ["--repo", repo, "dump-files", "--backing-path-only", imageID, "/tampered"])
+        #expect(backing.status == 0, "\(backing.stderr)")
+        let objectPath = repo + "/objects/" + (backing.stdout.split(separator: " ").last ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: objectPath)))
+        #expect(bytes.count == 5000)
+        bytes[2500] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: objectPath))
+
+        let result = try mountFuse(image: image, basedir: repo + "/objects", at: mountpoint, options: ["verity"])
+        #expect(result.status == 0, "\(result.stderr)")
+        guard result.status == 0 else { return }
+        defer { unmountFuse(mountpoint) }
+        #expect(digestOrError(mountpoint + "/tampered") == "read E\(EIO)")
+        #expect(digestOrError(mountpoint + "/intact") == digestOrError(tree + "/intact"))
+    }
+
     /// Bad images are refused before mounting; a corrupted one that passes the header
     /// checks gives errors, never a crash.
     @Test(.enabled(if: FuseEnvironment.canMount)) func corruptImagesFailCleanly() throws {
