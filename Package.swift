@@ -3,7 +3,6 @@ import PackageDescription
 
 let package = Package(
     name: "composefs-swift",
-    platforms: [.macOS(.v13)],
     products: [
         .executable(name: "mkcomposefs", targets: ["mkcomposefs"]),
         .executable(name: "composefs-info", targets: ["composefs-info"]),
@@ -11,7 +10,11 @@ let package = Package(
         .executable(name: "composefs-fuse", targets: ["composefs-fuse"]),
         .executable(name: "mount.composefs", targets: ["mount.composefs"]),
         .executable(name: "cfsctl", targets: ["cfsctl"]),
+        .library(name: "ComposeFSBase", targets: ["ComposeFSBase"]),
+        .library(name: "FsVerity", targets: ["FsVerity"]),
+        .library(name: "EROFS", targets: ["EROFS"]),
         .library(name: "ComposeFS", targets: ["ComposeFS"]),
+        .library(name: "ComposeFSBuild", targets: ["ComposeFSBuild"]),
         .library(name: "Dumpfile", targets: ["Dumpfile"]),
         .library(name: "ComposeFSMount", targets: ["ComposeFSMount"]),
         .library(name: "Repository", targets: ["Repository"]),
@@ -25,25 +28,34 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
-        // Syscalls Swift cannot reach directly (ioctls, variadic syscall()).
+        // Syscalls and ioctls Swift cannot reach directly (ioctls, variadic syscall()).
         .target(name: "CComposeFSSys"),
+        // What every module shares: system errors, owned descriptors and whole-buffer I/O,
+        // little-endian records, hex, JSON.
+        .target(name: "ComposeFSBase", dependencies: ["CComposeFSSys"]),
         .target(
             name: "FsVerity",
-            dependencies: ["CComposeFSSys", .product(name: "Crypto", package: "swift-crypto")]),
-        .target(name: "EROFS"),
-        .target(name: "ComposeFS", dependencies: ["EROFS", "FsVerity", "CComposeFSSys"]),
-        .target(name: "Dumpfile", dependencies: ["ComposeFS", "EROFS", "FsVerity"]),
-        .target(name: "ComposeFSMount", dependencies: ["EROFS", "FsVerity", "CComposeFSSys"]),
+            dependencies: ["ComposeFSBase", "CComposeFSSys", .product(name: "Crypto", package: "swift-crypto")]),
+        // Every EROFS on-disk record, and the validated random-access view of an image.
+        .target(name: "EROFS", dependencies: ["ComposeFSBase"]),
+        // The tree, the image writer and the image reader; no host file I/O.
+        .target(name: "ComposeFS", dependencies: ["EROFS", "FsVerity", "ComposeFSBase"]),
+        // Trees of directories on disk: scanning, content digests, object stores, output files.
+        .target(name: "ComposeFSBuild", dependencies: ["ComposeFS", "EROFS", "FsVerity", "ComposeFSBase", "CComposeFSSys"]),
+        .target(name: "Dumpfile", dependencies: ["ComposeFS", "EROFS", "FsVerity", "ComposeFSBase"]),
+        .target(name: "ComposeFSMount", dependencies: ["EROFS", "FsVerity", "ComposeFSBase", "CComposeFSSys"]),
         // libzstd, for the compressed sections of split streams.
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
-        .target(name: "Repository", dependencies: ["ComposeFS", "FsVerity", "CComposeFSSys", "CZstd"]),
+        .target(
+            name: "Repository",
+            dependencies: ["ComposeFS", "ComposeFSBuild", "FsVerity", "ComposeFSBase", "CComposeFSSys", "CZstd"]),
         // zlib, for gzip-compressed OCI layers.
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // OCI images: sources (layouts, archives, registries), tar layers as split streams, rootfs merging.
         .target(
             name: "OCI",
             dependencies: [
-                "Repository", "ComposeFS", "Dumpfile", "EROFS", "FsVerity", "CComposeFSSys", "CZstd", "CZlib",
+                "Repository", "ComposeFS", "EROFS", "FsVerity", "ComposeFSBase", "CZstd", "CZlib",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -52,25 +64,27 @@ let package = Package(
             ]),
         // libfuse3 glue (option parsing, the session loop); the file system is ComposeFSFuse.
         .target(name: "CFuseShim", linkerSettings: [.linkedLibrary("fuse3")]),
-        .target(name: "ComposeFSFuse", dependencies: ["CFuseShim", "EROFS", "FsVerity"]),
-        // Argument handling and error reporting shared by the executables.
-        .target(name: "ComposeFSCLI", dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]),
+        .target(name: "ComposeFSFuse", dependencies: ["CFuseShim", "EROFS", "FsVerity", "ComposeFSBase"]),
+        // What the executables share: error reporting, output, progress, running async work.
+        .target(
+            name: "ComposeFSCLI",
+            dependencies: ["ComposeFSBase", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .executableTarget(
             name: "mkcomposefs",
             dependencies: [
-                "ComposeFS", "CComposeFSSys", "Dumpfile", "FsVerity", "ComposeFSCLI",
+                "ComposeFS", "ComposeFSBuild", "ComposeFSBase", "CComposeFSSys", "Dumpfile", "FsVerity", "ComposeFSCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(
             name: "composefs-info",
             dependencies: [
-                "ComposeFS", "Dumpfile", "FsVerity", "ComposeFSCLI",
+                "ComposeFS", "ComposeFSBuild", "ComposeFSBase", "Dumpfile", "FsVerity", "ComposeFSCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(
             name: "composefs-dump",
             dependencies: [
-                "ComposeFS", "Dumpfile", "FsVerity", "ComposeFSCLI",
+                "ComposeFS", "ComposeFSBuild", "ComposeFSBase", "Dumpfile", "FsVerity", "ComposeFSCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(
@@ -83,15 +97,16 @@ let package = Package(
         .executableTarget(
             name: "cfsctl",
             dependencies: [
-                "Repository", "OCI", "ComposeFS", "ComposeFSMount", "Dumpfile", "FsVerity", "CComposeFSSys", "ComposeFSCLI",
+                "Repository", "OCI", "ComposeFS", "ComposeFSBuild", "ComposeFSBase", "ComposeFSMount", "Dumpfile", "EROFS",
+                "FsVerity", "CComposeFSSys", "ComposeFSCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // Helpers shared by the test targets (a reproducible random generator, a scratch repository).
         .target(name: "TestSupport", dependencies: ["Repository"], path: "Tests/TestSupport"),
-        .testTarget(name: "FsVerityTests", dependencies: ["FsVerity", "TestSupport"]),
+        .testTarget(name: "FsVerityTests", dependencies: ["FsVerity", "ComposeFSBase", "TestSupport"]),
         .testTarget(name: "RepositoryTests", dependencies: ["Repository", "FsVerity", "TestSupport"]),
         .testTarget(
-            name: "OCITests", dependencies: ["OCI", "Repository", "ComposeFS", "FsVerity", "TestSupport"],
+            name: "OCITests", dependencies: ["OCI", "Repository", "ComposeFS", "ComposeFSBase", "FsVerity", "TestSupport"],
             // Fuzzer inputs, read through #filePath.
             exclude: ["FuzzRegressions"]),
         .testTarget(

@@ -74,7 +74,6 @@ ssize_t cfs_getdents64(int fd, void *buf, size_t len)
 	return r < 0 ? -errno : r;
 }
 
-uint64_t cfs_dirent64_ino(const void *p) { return ((const struct cfs_dirent64 *)p)->d_ino; }
 uint16_t cfs_dirent64_reclen(const void *p) { return ((const struct cfs_dirent64 *)p)->d_reclen; }
 uint8_t cfs_dirent64_type(const void *p) { return ((const struct cfs_dirent64 *)p)->d_type; }
 const char *cfs_dirent64_name(const void *p) { return ((const struct cfs_dirent64 *)p)->d_name; }

@@ -2,6 +2,7 @@
 // reference libcomposefs writer does (images are reproducible: the same tree
 // must always give the same digest, whichever implementation built it).
 
+import ComposeFSBase
 import EROFS
 import FsVerity
 
@@ -25,43 +26,20 @@ public struct ImageOptions: Sendable {
 public enum ImageWriteError: Error, CustomStringConvertible {
     case unsupportedVersion(UInt32)
     case invalidNode(path: [UInt8], reason: String)
-    case output(String)
+    /// The output closure failed with this error.
+    case output(any Error)
 
     public var description: String {
         switch self {
         case let .unsupportedVersion(v):
             return "unsupported format version \(v) (maximum is \(ImageOptions.maxSupportedVersion))"
         case let .invalidNode(path, reason): return "\(displayPath(path)): \(reason)"
-        case let .output(message): return message
+        case let .output(error): return "\(error)"
         }
     }
 }
 
 func displayPath(_ path: [UInt8]) -> String { path.isEmpty ? "/" : displayBytes(path) }
-
-/// Overlayfs xattr names composefs writes or escapes.
-enum OverlayXattr {
-    static let prefix = Array("trusted.overlay.".utf8)
-    static let escapePrefix = Array("trusted.overlay.overlay.".utf8)
-    static let metacopy = Array("trusted.overlay.metacopy".utf8)
-    static let redirect = Array("trusted.overlay.redirect".utf8)
-    static let opaque = Array("trusted.overlay.opaque".utf8)
-    static let escapedWhiteout = Array("trusted.overlay.overlay.whiteout".utf8)
-    static let escapedWhiteouts = Array("trusted.overlay.overlay.whiteouts".utf8)
-    static let escapedOpaque = Array("trusted.overlay.overlay.opaque".utf8)
-    static let userWhiteout = Array("user.overlay.whiteout".utf8)
-    static let userWhiteouts = Array("user.overlay.whiteouts".utf8)
-    static let userOpaque = Array("user.overlay.opaque".utf8)
-    static let aclAccess = Array("system.posix_acl_access".utf8)
-    static let aclDefault = Array("system.posix_acl_default".utf8)
-    static let selinux = Array("security.selinux".utf8)
-}
-
-extension Array where Element == UInt8 {
-    func hasPrefix(_ prefix: [UInt8]) -> Bool {
-        count >= prefix.count && self[0..<prefix.count].elementsEqual(prefix)
-    }
-}
 
 public enum ImageWriter {
     /// The format version actually used for a tree: `minVersion`, raised to 1 when
@@ -235,18 +213,14 @@ struct ImageLayout {
             let node = nodes[i]
             try Self.validate(node.source, path: path)
             // Escape existing trusted.overlay.* so overlayfs doesn't interpret them.
-            for (x, xattr) in node.xattrs.items.enumerated() where xattr.key.hasPrefix(OverlayXattr.prefix) {
+            for (x, xattr) in node.xattrs.items.enumerated() where xattr.key.starts(with: OverlayXattr.prefix) {
                 node.xattrs.rename(at: x, to: OverlayXattr.escapePrefix + xattr.key[OverlayXattr.prefix.count...])
             }
             do throws(TreeError) {
                 if node.source.isRegular && node.size > 0 && node.source.content == nil {
-                    var metacopy: [UInt8] = []
-                    if let digest = node.source.digest {
-                        // struct ovl_metacopy: version 0, length, flags 0, fs-verity algorithm (1 SHA-256, 2 SHA-512).
-                        let algorithm: FsVerityAlgorithm = digest.count == FsVerityAlgorithm.sha512.digestSize ? .sha512 : .sha256
-                        metacopy = [0, UInt8(4 + digest.count), 0, algorithm.rawValue] + digest
-                    }
-                    try node.xattrs.set(OverlayXattr.metacopy, metacopy, external: true)
+                    let digest = node.source.digest
+                    let metacopy = OverlayMetacopy(digestAlgorithm: digest?.algorithm.rawValue ?? 0, digest: digest?.bytes ?? [])
+                    try node.xattrs.set(OverlayXattr.metacopy, metacopy.encoded(), external: true)
                     if let payload = node.source.payload, !payload.isEmpty {
                         try node.xattrs.set(OverlayXattr.redirect, [UInt8(ascii: "/")] + payload, external: true)
                     }
@@ -304,9 +278,6 @@ struct ImageLayout {
                 }
             } else if inode.size > 0 && ChunkLayout.chunkCount(fileSize: inode.size) > UInt64(ChunkLayout.maxChunks) {
                 throw fail("file too big (\(inode.size) bytes)")
-            }
-            if let digest = inode.digest, FsVerityAlgorithm.allCases.allSatisfy({ $0.digestSize != digest.count }) {
-                throw fail("fs-verity digest must be 32 (SHA-256) or 64 (SHA-512) bytes")
             }
         }
     }
@@ -627,11 +598,10 @@ struct ImageLayout {
             var filter: UInt32 = 0
             for x in node.xattrs.items {
                 let (index, suffix) = EROFSXattrPrefix.split(x.key)
-                let bit = XXHash32.hash(suffix, seed: EROFSConstants.xattrFilterSeed &+ UInt32(index)) & (EROFSConstants.xattrFilterBits - 1)
-                filter |= 1 << bit
+                filter |= XattrBodyHeader.filterBit(index: index, suffix: suffix)
             }
             let sharedCount = node.sharedOffsets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) }
-            XattrBodyHeader.encode(nameFilter: ~filter, sharedCount: UInt8(sharedCount), into: &out.buffer)
+            XattrBodyHeader(nameFilter: ~filter, sharedCount: UInt8(sharedCount)).encode(into: &out.buffer)
             for offset in node.sharedOffsets where offset >= 0 {
                 out.buffer.u32(UInt32((inodesEnd % blockSize + offset) / 4))
             }
@@ -649,7 +619,7 @@ struct ImageLayout {
             if let content = node.source.content {
                 out.buffer.bytes(content[(content.count - node.tailSize)...])
             } else {
-                for _ in 0..<chunkCount { out.buffer.u32(EROFSConstants.nullAddress) }
+                ChunkIndex.encodeHoles(count: chunkCount, into: &out.buffer)
             }
         default:
             break
@@ -714,7 +684,7 @@ struct ImageLayout {
         case FileMode.regular:
             guard let content = node.source.content else {
                 // The chunk index did not fit after the inode: a block of null chunks.
-                for _ in 0..<ChunkLayout.maxChunks { out.u32(EROFSConstants.nullAddress) }
+                ChunkIndex.encodeHoles(count: ChunkLayout.maxChunks, into: &out)
                 return
             }
             data = content
@@ -759,7 +729,7 @@ struct ImageOutput {
         } catch let error as ImageWriteError {
             throw error
         } catch {
-            throw .output("\(error)")
+            throw .output(error)
         }
     }
 }

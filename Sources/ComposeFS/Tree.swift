@@ -1,7 +1,9 @@
 // The in-memory filesystem tree that dumpfiles, directories and images are
 // turned into, and that the image writer serializes.
 
+import ComposeFSBase
 import EROFS
+import FsVerity
 
 /// Limits composefs places on trees (the reference's, so the same inputs are accepted).
 public enum Limits {
@@ -19,8 +21,6 @@ public enum Limits {
     /// leaving room for the overlay xattrs composefs adds).
     public static let externalXattrSpaceMax = Int(UInt16.max) / 2
     public static let xattrSpaceMax = Int(UInt16.max)
-    /// The fs-verity digest size composefs stores (SHA-256).
-    public static let digestSize = 32
 }
 
 /// One extended attribute; names and values are arbitrary bytes.
@@ -72,8 +72,8 @@ public final class Inode {
     public var payload: [UInt8]?
     /// Inline file content (at most `Limits.inlineContentMax` bytes).
     public var content: [UInt8]?
-    /// Expected fs-verity (SHA-256) digest of the backing file.
-    public var digest: [UInt8]?
+    /// The fs-verity digest of the backing file (what the metacopy xattr records).
+    public var digest: ObjectID?
     /// Extended attributes, in insertion order until the writer sorts a copy.
     public internal(set) var xattrList = XattrList()
     /// Directory entries sorted by name bytes (directories only).
@@ -225,42 +225,3 @@ public enum TreeError: Error, Equatable, CustomStringConvertible {
         }
     }
 }
-
-/// Byte-wise comparison with strcmp/memcmp semantics (unsigned, shorter prefix first).
-@inline(__always)
-public func compareBytes(_ a: [UInt8], _ b: [UInt8]) -> Int {
-    a.withUnsafeBufferPointer { pa in
-        b.withUnsafeBufferPointer { pb in
-            let n = min(pa.count, pb.count)
-            if n > 0, let ba = pa.baseAddress, let bb = pb.baseAddress {
-                let c = memcmpBytes(ba, bb, n)
-                if c != 0 { return c }
-            }
-            return pa.count - pb.count
-        }
-    }
-}
-
-@inline(__always)
-private func memcmpBytes(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Int {
-    Int(memcmp(a, b, n))
-}
-
-/// Renders bytes for an error message: printable ASCII as is, the rest \xNN-escaped.
-public func displayBytes(_ bytes: some Sequence<UInt8>) -> String {
-    var s = ""
-    for b in bytes {
-        if b >= 0x20 && b < 0x7F && b != UInt8(ascii: "\\") {
-            s.unicodeScalars.append(Unicode.Scalar(b))
-        } else {
-            s += "\\x" + (b < 0x10 ? "0" : "") + String(b, radix: 16)
-        }
-    }
-    return s
-}
-
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif

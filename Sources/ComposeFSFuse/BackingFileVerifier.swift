@@ -44,13 +44,13 @@ final class BackingFileVerifier: @unchecked Sendable {
     }
 
     /// Whether the open backing file `fd` of inode `nid` may be served.
-    func verify(nid: UInt64, fd: Int32, _ st: stat, algorithm: FsVerityAlgorithm, expected: UnsafeRawBufferPointer) -> Bool {
+    func verify(nid: UInt64, fd: Int32, _ st: stat, expected: ObjectID) -> Bool {
         do throws(FsVerityError) {
             let measured = try FsVerity.measure(fileDescriptor: fd)
-            if measured.algorithm == algorithm { return expected.elementsEqual(measured.digest) }
+            if measured.algorithm == expected.algorithm { return measured == expected }
             // Sealed with another algorithm: nothing to compare with the kernel's value.
         } catch .notEnabled, .notSupported {
-        } catch .wrongAlgorithm {
+        } catch .unknownAlgorithm {
         } catch {
             return false
         }
@@ -59,7 +59,7 @@ final class BackingFileVerifier: @unchecked Sendable {
             device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: Int64(st.st_size),
             changeSeconds: st.st_ctim.tv_sec, changeNanoseconds: st.st_ctim.tv_nsec)
         if locked({ verified[nid] == identity }) { return true }
-        guard let digest = try? FsVerity.digest(fileDescriptor: fd, algorithm: algorithm), expected.elementsEqual(digest) else {
+        guard let digest = try? FsVerity.digest(fileDescriptor: fd, algorithm: expected.algorithm), digest == expected else {
             return false
         }
         locked { verified[nid] = identity }

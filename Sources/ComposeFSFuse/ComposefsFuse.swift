@@ -3,6 +3,8 @@
 // serve until unmounted.
 
 import CFuseShim
+import ComposeFSBase
+import EROFS
 
 #if canImport(Glibc)
 import Glibc
@@ -45,14 +47,17 @@ public enum ComposefsFuse {
             return fail("no image given (use -o source=IMAGE,basedir=DIR or IMAGE MOUNTPOINT)")
         }
         let source = String(cString: sourcePointer)
-        let image: UnsafeRawBufferPointer
-        switch mapImage(source) {
-        case let .failure(error): return fail(error.description)
-        case let .success(mapped): image = mapped
-        }
+        let image: MappedFile
         let view: ImageView
-        do {
-            view = try ImageView(image)
+        do throws(SystemError) {
+            image = try MappedFile(path: source)
+        } catch {
+            return fail("failed to \(error.operation) \(source): \(SystemError.message(error.code))")
+        }
+        do throws(ImageFormatError) {
+            view = try ImageView(image.bytes)
+            let root = try view.inode(view.rootNid)
+            guard root.isDirectory else { throw .invalid("root inode \(view.rootNid) is not a directory") }
         } catch {
             return fail("\(source): \(error.description)")
         }
@@ -64,29 +69,10 @@ public enum ComposefsFuse {
             }
         }
         server = Server(
-            view: view, basedir: basedir, useACL: view.hasACL && options.noacl == 0, verifyDigests: options.verity != 0,
+            image: image, view: view, basedir: basedir, useACL: view.hasACL && options.noacl == 0, verifyDigests: options.verity != 0,
             openRequests: options.open_requests != 0)
         var operations = makeOperations()
-        // The mapping and the descriptor live until the process exits.
+        // The server (with the mapping and the descriptor) lives until the process exits.
         return cfs_fuse_serve(setup, &operations, nil)
-    }
-
-    /// Maps the image read-only for the life of the process.
-    static func mapImage(_ path: String) -> Result<UnsafeRawBufferPointer, ImageViewError> {
-        func failure(_ what: String) -> Result<UnsafeRawBufferPointer, ImageViewError> {
-            .failure(ImageViewError("failed to \(what) \(path): \(String(cString: strerror(errno)))"))
-        }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return failure("open") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { return failure("stat") }
-        guard st.st_mode & S_IFMT == S_IFREG else { return .failure(ImageViewError("\(path): not a regular file")) }
-        guard st.st_size >= 4096 else { return .failure(ImageViewError("\(path): image is too small (\(st.st_size) bytes)")) }
-        let size = Int(st.st_size)
-        guard let base = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), base != MAP_FAILED else {
-            return failure("mmap")
-        }
-        return .success(UnsafeRawBufferPointer(start: base, count: size))
     }
 }

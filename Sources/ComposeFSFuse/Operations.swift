@@ -19,6 +19,7 @@
 // one); and files open without a request (see "Files" below).
 
 import CFuseShim
+import ComposeFSBase
 import EROFS
 import FsVerity
 
@@ -30,6 +31,8 @@ import Glibc
 let cacheTimeout = 3600.0
 
 final class Server: @unchecked Sendable {
+    /// Keeps the image mapped.
+    let image: MappedFile
     let view: ImageView
     /// O_PATH descriptor of the object directory, or -1 without one.
     let basedir: Int32
@@ -39,7 +42,8 @@ final class Server: @unchecked Sendable {
     /// Have the kernel send open and opendir requests even where it need not.
     let openRequests: Bool
 
-    init(view: ImageView, basedir: Int32, useACL: Bool, verifyDigests: Bool, openRequests: Bool) {
+    init(image: MappedFile, view: ImageView, basedir: Int32, useACL: Bool, verifyDigests: Bool, openRequests: Bool) {
+        self.image = image
         self.view = view
         self.basedir = basedir
         self.useACL = useACL
@@ -55,6 +59,16 @@ final class Server: @unchecked Sendable {
     /// The same swap both ways.
     @inline(__always)
     func ino(_ nid: UInt64) -> fuse_ino_t { self.nid(nid) }
+
+    /// The inode at `nid` if it can be served (nil means EIO). The kernel takes an inode with
+    /// a negative size or an unknown type for a bad one, and a bad root makes the whole mount
+    /// unusable: such inodes are corrupt here.
+    func inode(_ nid: UInt64) -> InodeInfo? {
+        guard let inode = try? view.inode(nid), inode.size <= UInt64(Int64.max), FileMode.isValidType(inode.mode) else {
+            return nil
+        }
+        return inode
+    }
 }
 
 nonisolated(unsafe) var server: Server!
@@ -90,26 +104,22 @@ func entryParam(_ inode: InodeInfo, ino: fuse_ino_t) -> fuse_entry_param {
 
 func doLookup(_ req: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
     let s = server!
-    guard let name, let directory = s.view.inode(s.nid(parent)) else { return reply(req, error: EIO) }
+    guard let name, let directory = s.inode(s.nid(parent)) else { return reply(req, error: EIO) }
     guard directory.isDirectory else { return reply(req, error: ENOTDIR) }
     let wanted = UnsafeRawBufferPointer(start: name, count: strlen(name))
-    switch s.view.lookup(directory, wanted) {
-    case .corrupt:
-        reply(req, error: EIO)
-    case .notFound:
-        reply(req, error: ENOENT)
-    case let .found(nid):
-        let ino = s.ino(nid)
-        guard ino != 0, let child = s.view.inode(nid) else { return reply(req, error: EIO) }
-        if child.isWhiteout { return reply(req, error: ENOENT) }
-        var entry = entryParam(child, ino: ino)
-        fuse_reply_entry(req, &entry)
-    }
+    let found: UInt64?
+    do { found = try s.view.lookup(directory, wanted) } catch { return reply(req, error: EIO) }
+    guard let nid = found else { return reply(req, error: ENOENT) }
+    let ino = s.ino(nid)
+    guard ino != 0, let child = s.inode(nid) else { return reply(req, error: EIO) }
+    if child.isWhiteout { return reply(req, error: ENOENT) }
+    var entry = entryParam(child, ino: ino)
+    fuse_reply_entry(req, &entry)
 }
 
 func doGetattr(_ req: fuse_req_t?, _ ino: fuse_ino_t) {
     let s = server!
-    guard let inode = s.view.inode(s.nid(ino)) else { return reply(req, error: EIO) }
+    guard let inode = s.inode(s.nid(ino)) else { return reply(req, error: EIO) }
     var st = stat()
     fillStat(&st, inode, ino: ino)
     fuse_reply_attr(req, &st, cacheTimeout)
@@ -118,7 +128,7 @@ func doGetattr(_ req: fuse_req_t?, _ ino: fuse_ino_t) {
 func doOpendir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
     if zeroMessageOpendir { return reply(req, error: ENOSYS) }
     let s = server!
-    guard let fi, let inode = s.view.inode(s.nid(ino)) else { return reply(req, error: EIO) }
+    guard let fi, let inode = s.inode(s.nid(ino)) else { return reply(req, error: EIO) }
     guard inode.isDirectory else { return reply(req, error: ENOTDIR) }
     fi.pointee.keep_cache = 1
     fi.pointee.cache_readdir = 1
@@ -141,20 +151,20 @@ func modeOfFileType(_ type: UInt8) -> UInt32 {
 
 func doReaddir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t, plus: Bool) {
     let s = server!
-    guard let directory = s.view.inode(s.nid(ino)) else { return reply(req, error: EIO) }
+    guard let directory = s.inode(s.nid(ino)) else { return reply(req, error: EIO) }
     guard directory.isDirectory else { return reply(req, error: ENOTDIR) }
     withUnsafeTemporaryAllocation(byteCount: max(size, 1), alignment: 16) { buffer in
         withUnsafeTemporaryAllocation(of: CChar.self, capacity: Linux.nameMax + 1) { name in
             var used = 0
             var corrupt = false
-            let walked = s.view.forEachDirent(directory, from: Int(offset)) { entry in
+            let walked = (try? s.view.forEachDirent(directory, from: Int(offset)) { entry in
                 let childIno = s.ino(entry.nid)
                 guard childIno != 0, entry.name.count <= Linux.nameMax else {
                     corrupt = true
                     return false
                 }
                 // A corrupt child is still listed (lookups of it fail), just without attributes.
-                let child = plus || entry.fileType == EROFSFileType.characterDevice.rawValue ? s.view.inode(entry.nid) : nil
+                let child = plus || entry.fileType == EROFSFileType.characterDevice.rawValue ? s.inode(entry.nid) : nil
                 if entry.fileType == EROFSFileType.characterDevice.rawValue, child?.isWhiteout == true {
                     return true  // hidden, but its cookie is consumed
                 }
@@ -184,7 +194,7 @@ func doReaddir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off
                 guard needed <= room else { return false }
                 used += needed
                 return true
-            }
+            }) != nil
             if (!walked || corrupt) && used == 0 {
                 reply(req, error: EIO)
             } else {
@@ -196,9 +206,9 @@ func doReaddir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off
 
 func doReadlink(_ req: fuse_req_t?, _ ino: fuse_ino_t) {
     let s = server!
-    guard let inode = s.view.inode(s.nid(ino)) else { return reply(req, error: EIO) }
+    guard let inode = s.inode(s.nid(ino)) else { return reply(req, error: EIO) }
     guard inode.isSymlink else { return reply(req, error: EINVAL) }
-    guard inode.size < UInt64(Linux.pathMax), let (blocks, tail) = s.view.dataRanges(inode) else {
+    guard inode.size < UInt64(Linux.pathMax), let (blocks, tail) = try? s.view.dataRanges(inode) else {
         return reply(req, error: EIO)
     }
     withUnsafeTemporaryAllocation(of: UInt8.self, capacity: Linux.pathMax) { target in
@@ -213,26 +223,22 @@ func doReadlink(_ req: fuse_req_t?, _ ino: fuse_ino_t) {
 
 // MARK: Xattrs
 
-/// The EROFS prefix index of user.* names, the only ones shown.
-let userXattrIndex: UInt8 = 1
-let trustedXattrIndex: UInt8 = 4
-
 /// Whether an xattr stored under prefix `index` with suffix `name` is shown: user.*,
 /// and the POSIX ACLs when the image has them (and -o noacl was not given). The
 /// trusted.* ones (the overlay xattrs among them) and security.* stay hidden, as in
 /// the reference.
 @inline(__always)
 func isVisible(_ s: Server, index: UInt8, name: UnsafeRawBufferPointer) -> Bool {
-    index == userXattrIndex || (s.useACL && (index == 2 || index == 3) && name.isEmpty)
+    index == EROFSXattrPrefix.user || (s.useACL && isACLIndex(index) && name.isEmpty)
 }
 
 func doListxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int) {
     let s = server!
-    guard let inode = s.view.inode(s.nid(ino)) else { return reply(req, error: EIO) }
+    guard let inode = s.inode(s.nid(ino)) else { return reply(req, error: EIO) }
     withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(size, 1)) { buffer in
         var total = 0
         var tooSmall = false
-        let ok = s.view.forEachXattr(inode) { record in
+        let ok = (try? s.view.forEachXattr(inode) { record in
             guard isVisible(s, index: record.index, name: record.name) else { return true }
             let prefix = EROFSXattrPrefix.prefixes[Int(record.index)]
             let length = prefix.count + record.name.count + 1
@@ -254,7 +260,7 @@ func doListxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int) {
             }
             total += length
             return true
-        }
+        }) != nil
         if !ok { return reply(req, error: EIO) }
         if tooSmall { return reply(req, error: ERANGE) }
         if size == 0 {
@@ -279,22 +285,25 @@ func splitXattrName(_ name: UnsafeRawBufferPointer) -> (index: UInt8, suffix: Un
 
 let nfs4ACLName = Array("system.nfs4_acl".utf8)
 
+@inline(__always)
+func isACLIndex(_ index: UInt8) -> Bool { index == EROFSXattrPrefix.aclAccess || index == EROFSXattrPrefix.aclDefault }
+
 func doGetxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ name: UnsafePointer<CChar>?, _ size: Int) {
     let s = server!
-    guard let name, let inode = s.view.inode(s.nid(ino)) else { return reply(req, error: EIO) }
+    guard let name, let inode = s.inode(s.nid(ino)) else { return reply(req, error: EIO) }
     let (index, suffix) = splitXattrName(UnsafeRawBufferPointer(start: name, count: strlen(name)))
-    let isACL = ((index == 2 || index == 3) && suffix.isEmpty) || (index == 0 && suffix.elementsEqual(nfs4ACLName))
+    let isACL = (isACLIndex(index) && suffix.isEmpty) || (index == 0 && suffix.elementsEqual(nfs4ACLName))
     // Without ACLs in the image, say the file system has none, so callers stop asking.
     if isACL && !s.useACL { return reply(req, error: EOPNOTSUPP) }
     guard isVisible(s, index: index, name: suffix) else { return reply(req, error: ENODATA) }
     var value: UnsafeRawBufferPointer?
-    let ok = s.view.forEachXattr(inode) { record in
-        if record.index == index && compare(record.name, suffix) == 0 {
+    let ok = (try? s.view.forEachXattr(inode) { record in
+        if record.index == index && compareBytes(record.name, suffix) == 0 {
             value = record.value
             return false
         }
         return true
-    }
+    }) != nil
     guard ok else { return reply(req, error: EIO) }
     guard let value else { return reply(req, error: ENODATA) }
     if size == 0 {
@@ -317,9 +326,6 @@ func doGetxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ name: UnsafePointer<CCh
 // Older kernels (or -o open_requests) get the reference's behaviour: the backing file
 // is opened (and checked) at open time and its descriptor is the file handle.
 
-let redirectName = Array("overlay.redirect".utf8)
-let metacopyName = Array("overlay.metacopy".utf8)
-
 /// Set once in init, before any request: the kernel opens without asking us.
 nonisolated(unsafe) var zeroMessageOpen = false
 nonisolated(unsafe) var zeroMessageOpendir = false
@@ -334,7 +340,7 @@ func doOpen(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fu
     let access = fi.pointee.flags & O_ACCMODE
     if access == O_WRONLY || access == O_RDWR { return reply(req, error: EROFS) }
     if zeroMessageOpen { return reply(req, error: ENOSYS) }
-    guard let inode = s.view.inode(s.nid(ino)) else { return reply(req, error: EIO) }
+    guard let inode = s.inode(s.nid(ino)) else { return reply(req, error: EIO) }
     guard inode.isRegular else { return reply(req, error: EINVAL) }
     fi.pointee.keep_cache = 1
     switch backingFile(s, inode) {
@@ -354,10 +360,11 @@ func doOpen(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fu
 /// The checked backing file of a regular inode, opened, or nil when its data is in
 /// the image.
 func backingFile(_ s: Server, _ inode: InodeInfo) -> Result<Int32?, Errno> {
-    guard let redirect = s.view.xattr(inode, index: trustedXattrIndex, name: redirectName) else {
+    let found: UnsafeRawBufferPointer?
+    do { found = try s.view.xattr(inode, index: EROFSXattrPrefix.trusted, name: OverlayXattr.redirectSuffix) } catch {
         return .failure(Errno(EIO))
     }
-    guard let redirect else {
+    guard let redirect = found else {
         // Inline content (or empty): a chunked file without a redirect has no data anywhere.
         return inode.isFlat || inode.size == 0 ? .success(nil) : .failure(Errno(EIO))
     }
@@ -393,18 +400,20 @@ func openBackingFile(_ s: Server, _ redirect: UnsafeRawBufferPointer) -> Result<
 }
 
 /// EIO unless the backing file is a regular file of the inode's size whose digest,
-/// where known, matches the image.
+/// where the image records one, matches.
 func checkBackingFile(_ s: Server, _ inode: InodeInfo, _ fd: Int32) -> Int32? {
     var st = stat()
     guard fstat(fd, &st) == 0 else { return errno }
     guard st.st_mode & S_IFMT == S_IFREG, UInt64(st.st_size) == inode.size else { return EIO }
-    guard let metacopy = s.view.xattr(inode, index: trustedXattrIndex, name: metacopyName) else { return EIO }
-    // struct ovl_metacopy: version, length, flags, then the digest of the algorithm whose size it has
-    // (none at all when the image records no digest).
-    guard let metacopy, metacopy.count > 4 else { return nil }
-    guard let algorithm = FsVerityAlgorithm.allCases.first(where: { 4 + $0.digestSize == metacopy.count }) else { return EIO }
-    let expected = UnsafeRawBufferPointer(rebasing: metacopy[4...])
-    return s.verifier.verify(nid: inode.nid, fd: fd, st, algorithm: algorithm, expected: expected) ? nil : EIO
+    let value: UnsafeRawBufferPointer?
+    do { value = try s.view.xattr(inode, index: EROFSXattrPrefix.trusted, name: OverlayXattr.metacopySuffix) } catch {
+        return EIO
+    }
+    guard let value, let metacopy = OverlayMetacopy(decoding: value) else { return value == nil ? nil : EIO }
+    guard !metacopy.digest.isEmpty else { return nil }
+    // A digest no algorithm has cannot be checked: never serve the file unchecked.
+    guard let expected = ObjectID(digest: metacopy.digest) else { return EIO }
+    return s.verifier.verify(nid: inode.nid, fd: fd, st, expected: expected) ? nil : EIO
 }
 
 func doRelease(_ req: fuse_req_t?, _ fi: UnsafeMutablePointer<fuse_file_info>?) {
@@ -430,7 +439,7 @@ func fileData(_ s: Server, _ ino: fuse_ino_t, _ fi: UnsafeMutablePointer<fuse_fi
     if handle == 0, let fd = s.pool.take(nid) {
         return .success(.backing(fd: fd, nid: nid, pooled: true))
     }
-    guard let inode = s.view.inode(nid) else { return .failure(Errno(EIO)) }
+    guard let inode = s.inode(nid) else { return .failure(Errno(EIO)) }
     if handle == inlineHandle { return .success(.inline(inode)) }
     switch backingFile(s, inode) {
     case .failure:
@@ -461,7 +470,7 @@ func replyInline(_ req: fuse_req_t?, _ s: Server, _ inode: InodeInfo, _ size: In
         fuse_reply_buf(req, nil, 0)
         return
     }
-    guard let (blocks, tail) = s.view.dataRanges(inode) else { return reply(req, error: EIO) }
+    guard let (blocks, tail) = try? s.view.dataRanges(inode) else { return reply(req, error: EIO) }
     // Up to two pieces: the part of [offset, offset + size) in the blocks, then in the tail.
     var iov = (iovec(), iovec())
     var count: Int32 = 0

@@ -4,6 +4,7 @@
 // overlayfs as a file descriptor.
 
 import CComposeFSSys
+import ComposeFSBase
 import EROFS
 import FsVerity
 
@@ -47,7 +48,7 @@ public enum ComposefsMount {
         forceLoopDevice: Bool = false
     ) throws(MountError) {
         try options.validate()
-        let image = try FileDescriptor.open(path, O_RDONLY)
+        let image = try openFile(path, O_RDONLY)
         defer { withExtendedLifetime(image) {} }
         let mounter = Mounter(
             imageName: path, image: image.raw, mountpoint: mountpoint, options: options,
@@ -72,7 +73,7 @@ private struct Mounter {
         let header = try readHeader()
         let verity = try verityEnforced()
         let userNamespace = try options.idmapUserNamespace.map { path throws(MountError) in
-            try FileDescriptor.open(path, O_RDONLY | O_NOCTTY)
+            try openFile(path, O_RDONLY | O_NOCTTY)
         }
         defer { withExtendedLifetime(userNamespace) {} }
         let hasACL = header.flags & ComposefsHeader.flagHasACL != 0
@@ -98,12 +99,12 @@ private struct Mounter {
                     try legacyOverlay(lower: attached.path, verity: verity)
                 }
                 return
-            } catch .system(let operation, let path, let code, let message) where Self.meansUnsupported(code) {
+            } catch .system(let error, let message) where Self.meansUnsupported(error.code) {
                 // An older kernel: try the next mechanism, but report what the newest one said.
-                firstError = firstError ?? .system(operation: operation, path: path, code: code, kernelMessage: message)
+                firstError = firstError ?? .system(error, kernelMessage: message)
             }
         }
-        throw firstError ?? .system(operation: "fsopen", path: "overlay", code: ENOSYS)
+        throw firstError ?? .system(SystemError("fsopen", path: "overlay", code: ENOSYS))
     }
 
     /// Errors by which a kernel turns down an interface it does not have (rather than the
@@ -119,27 +120,27 @@ private struct Mounter {
     private func checkImageDigest() throws(MountError) {
         guard let hex = options.expectedDigest else { return }
         let expected = try MountOptions.decodeDigest(hex)
-        let measured: [UInt8]
+        let measured: ObjectID
         do {
-            measured = try FsVerity.measure(fileDescriptor: image).digest
+            measured = try FsVerity.measure(fileDescriptor: image)
         } catch .notEnabled, .notSupported {
             throw .imageHasNoVerity(image: imageName)
-        } catch .wrongAlgorithm {
+        } catch .wrongAlgorithm, .unknownAlgorithm {
             throw .imageDigestMismatch(image: imageName, expected: hex, actual: "(another algorithm)")
         } catch let .io(code) {
-            throw .system(operation: "measure fs-verity of", path: imageName, code: code)
+            throw .system(SystemError("measure fs-verity of", path: imageName, code: code))
         } catch {
             throw .imageHasNoVerity(image: imageName)
         }
         guard measured == expected else {
-            throw .imageDigestMismatch(image: imageName, expected: hex, actual: Hex.encode(measured))
+            throw .imageDigestMismatch(image: imageName, expected: hex, actual: measured.hex)
         }
     }
 
     private func readHeader() throws(MountError) -> ComposefsHeader {
         var bytes = [UInt8](repeating: 0, count: ComposefsHeader.size)
         let count = bytes.withUnsafeMutableBytes { pread(image, $0.baseAddress, $0.count, 0) }
-        guard count >= 0 else { throw .system(operation: "read", path: imageName, code: errno) }
+        guard count >= 0 else { throw .system(SystemError("read", path: imageName)) }
         guard count == bytes.count,
             let header = bytes.withUnsafeBytes({ try? ComposefsHeader(decoding: ByteReader($0)) }),
             header.magic == ComposefsHeader.magic
@@ -152,7 +153,7 @@ private struct Mounter {
     private func verityEnforced() throws(MountError) -> Bool {
         guard options.verity != .off else { return false }
         for basedir in options.basedirs {
-            let directory = try FileDescriptor.open(basedir, O_RDONLY | O_DIRECTORY)
+            let directory = try openFile(basedir, O_RDONLY | O_DIRECTORY)
             defer { withExtendedLifetime(directory) {} }
             do {
                 _ = try FsVerity.measure(fileDescriptor: directory.raw)
@@ -176,7 +177,7 @@ private struct Mounter {
         if !forceLoopDevice {
             do throws(MountError) {
                 return try detachedErofs(source: "/proc/self/fd/\(image)", hasACL: hasACL, userNamespace: userNamespace)
-            } catch .system(_, _, ENOTBLK, _) {
+            } catch .system(let error, _) where error.code == ENOTBLK {
                 // This kernel's EROFS mounts block devices only.
             }
         }
@@ -199,7 +200,7 @@ private struct Mounter {
         if let userNamespace {
             let result = cfs_mount_set_idmap(mount.raw, userNamespace.raw)
             guard result == 0 else {
-                throw .system(operation: "idmap mount of", path: options.idmapUserNamespace ?? "", code: -result)
+                throw .system(SystemError("idmap mount of", path: options.idmapUserNamespace ?? "", code: -result))
             }
         }
         return mount
@@ -225,7 +226,7 @@ private struct Mounter {
         }
         guard result == 0 else {
             rmdir(directory)
-            throw .system(operation: "mount erofs", path: imageName, code: -result)
+            throw .system(SystemError("mount erofs", path: imageName, code: -result))
         }
         return TemporaryMount(path: directory)
     }
@@ -239,12 +240,12 @@ private struct Mounter {
 
     private func overlay(lower: Layer, verity: Bool) throws(MountError) {
         guard let context = try FileSystemContext(type: "overlay") else {
-            throw .system(operation: "fsopen", path: "overlay", code: ENOSYS)
+            throw .system(SystemError("fsopen", path: "overlay", code: ENOSYS))
         }
         // A kernel that parses overlayfs options the legacy way accepts anything here and
         // would ignore the per-layer options below.
         guard !context.accepts("unsupported", "unsupported") else {
-            throw .system(operation: "fsconfig", path: "overlay", code: ENOSYS)
+            throw .system(SystemError("fsconfig", path: "overlay", code: ENOSYS))
         }
         try context.set("source", Self.source)
         try context.set("metacopy", "on")
@@ -265,7 +266,7 @@ private struct Mounter {
         let mount = try context.mount(readOnly: options.readOnly)
         defer { withExtendedLifetime(mount) {} }
         let result = cfs_move_mount_to(mount.raw, mountpoint)
-        guard result == 0 else { throw .system(operation: "mount on", path: mountpoint, code: -result) }
+        guard result == 0 else { throw .system(SystemError("mount on", path: mountpoint, code: -result)) }
     }
 
     /// mount(2) with an option string. Data-only layers (`::`) came in Linux 6.5; older
@@ -285,24 +286,15 @@ private struct Mounter {
             result = cfs_mount_legacy(Self.source, mountpoint, "overlay", options.readOnly ? 1 : 0, separator == "::" ? 1 : 0, data)
             if result != -EINVAL { break }
         }
-        guard result == 0 else { throw .system(operation: "mount overlay on", path: mountpoint, code: -result) }
+        guard result == 0 else { throw .system(SystemError("mount overlay on", path: mountpoint, code: -result)) }
     }
 }
 
 // MARK: Resources that clean up after themselves
 
-/// An open file descriptor, closed when the last reference goes.
-final class FileDescriptor {
-    let raw: Int32
-
-    init(_ raw: Int32) { self.raw = raw }
-    deinit { close(raw) }
-
-    static func open(_ path: String, _ flags: Int32) throws(MountError) -> FileDescriptor {
-        let fd = Glibc.open(path, flags | O_CLOEXEC)
-        guard fd >= 0 else { throw .system(operation: "open", path: path, code: errno) }
-        return FileDescriptor(fd)
-    }
+/// open(2), failing as a mount error.
+private func openFile(_ path: String, _ flags: Int32) throws(MountError) -> FileDescriptor {
+    do { return try FileDescriptor.open(path, flags) } catch { throw .system(error) }
 }
 
 /// A file system context from fsopen(2). Failures carry the messages the kernel logged to it.
@@ -314,8 +306,8 @@ private struct FileSystemContext {
     init?(type: String) throws(MountError) {
         let result = cfs_fsopen(type)
         if result == -ENOSYS { return nil }
-        guard result >= 0 else { throw .system(operation: "fsopen", path: type, code: -result) }
-        self.fd = FileDescriptor(result)
+        guard result >= 0 else { throw .system(SystemError("fsopen", path: type, code: -result)) }
+        self.fd = FileDescriptor(owning: result, path: type)
         self.type = type
     }
 
@@ -344,12 +336,12 @@ private struct FileSystemContext {
     func mount(readOnly: Bool) throws(MountError) -> FileDescriptor {
         let result = cfs_fsmount(fd.raw, readOnly ? 1 : 0)
         try check(result, "fsmount \(type) for", "")
-        return FileDescriptor(result)
+        return FileDescriptor(owning: result, path: type)
     }
 
     private func check(_ result: Int32, _ operation: String, _ path: String) throws(MountError) {
         guard result < 0 else { return }
-        throw .system(operation: operation, path: path, code: -result, kernelMessage: kernelMessages())
+        throw .system(SystemError(operation, path: path, code: -result), kernelMessage: kernelMessages())
     }
 
     /// Drains the context's log ("e overlayfs: ..." lines), joined into one line.
@@ -376,8 +368,8 @@ private struct LoopDevice {
     init(backing fd: Int32, name: String) throws(MountError) {
         var pathBuffer = [CChar](repeating: 0, count: 64)
         let result = cfs_loop_attach(fd, name, &pathBuffer, pathBuffer.count)
-        guard result >= 0 else { throw .system(operation: "set up loop device for", path: name, code: -result) }
-        device = FileDescriptor(result)
+        guard result >= 0 else { throw .system(SystemError("set up loop device for", path: name, code: -result)) }
+        device = FileDescriptor(owning: result, path: name)
         path = String(decoding: pathBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
@@ -389,7 +381,7 @@ private struct TemporaryMount {
     static func makeDirectory() throws(MountError) -> String {
         var template = Array("/tmp/.composefs.XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else {
-            throw .system(operation: "create temporary directory", path: "/tmp", code: errno)
+            throw .system(SystemError("create temporary directory", path: "/tmp"))
         }
         return String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
@@ -402,7 +394,7 @@ private struct TemporaryMount {
         let result = cfs_move_mount_to(mount.raw, path)
         guard result == 0 else {
             rmdir(path)
-            throw .system(operation: "mount erofs on", path: path, code: -result)
+            throw .system(SystemError("mount erofs on", path: path, code: -result))
         }
     }
 

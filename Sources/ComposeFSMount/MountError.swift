@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import ComposeFSBase
 
 public enum MountError: Error, Equatable, CustomStringConvertible {
     /// The options make no sense together, or one is malformed.
@@ -13,9 +11,9 @@ public enum MountError: Error, Equatable, CustomStringConvertible {
     /// Verification was required but a base directory's file system (or the kernel) has no
     /// fs-verity, so overlayfs could not check any backing file.
     case verityNotEnforceable(basedir: String)
-    /// A system call failed; `operation` says what was being done, `kernelMessage` is what
-    /// the kernel logged to the file system context, if anything.
-    case system(operation: String, path: String, code: Int32, kernelMessage: String = "")
+    /// A system call failed; `kernelMessage` is what the kernel logged to the file system
+    /// context, if anything.
+    case system(SystemError, kernelMessage: String = "")
 
     public var description: String {
         switch self {
@@ -29,9 +27,8 @@ public enum MountError: Error, Equatable, CustomStringConvertible {
             "\(image) is not a composefs image (bad magic)"
         case let .verityNotEnforceable(basedir):
             "verity required but the file system of basedir '\(basedir)' (or this kernel) does not support fs-verity"
-        case let .system(operation, path, code, kernelMessage):
-            "\(operation) '\(path)': \(String(cString: strerror(code)))"
-                + (kernelMessage.isEmpty ? "" : " (\(kernelMessage))")
+        case let .system(error, kernelMessage):
+            error.description + (kernelMessage.isEmpty ? "" : " (\(kernelMessage))")
         }
     }
 }

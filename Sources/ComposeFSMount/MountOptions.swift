@@ -1,5 +1,6 @@
 // What to mount and how: the options of mount.composefs(8), as a value.
 
+import ComposeFSBase
 import FsVerity
 
 /// Whether overlayfs must check each backing file's fs-verity digest against the image.
@@ -94,12 +95,12 @@ public struct MountOptions: Sendable, Equatable {
         }
     }
 
-    static func decodeDigest(_ hex: String) throws(MountError) -> [UInt8] {
-        // SHA-256 or SHA-512 fs-verity digests.
-        guard let bytes = Hex.decode(hex), bytes.count == 32 || bytes.count == 64 else {
+    /// A SHA-256 or SHA-512 fs-verity digest.
+    static func decodeDigest(_ hex: String) throws(MountError) -> ObjectID {
+        guard let id = Hex.decode(hex).flatMap({ ObjectID(digest: $0) }) else {
             throw .invalidOptions("Invalid digest '\(hex)': expected 64 or 128 hex digits")
         }
-        return bytes
+        return id
     }
 
     /// Splits at unescaped commas; the first `=` separates key and value, and a backslash

@@ -4,6 +4,7 @@
 // message naming the line, what it rejects or silently mangles).
 
 import ComposeFS
+import ComposeFSBase
 import EROFS
 import FsVerity
 
@@ -211,8 +212,8 @@ public struct DumpfileParser {
         }
         // Only regular files have backing objects; the reference ignores the field elsewhere.
         if let digestText, inode.isRegular {
-            guard let digest = Hex.decode(String(decoding: digestText, as: UTF8.self)), digest.count == Limits.digestSize else {
-                throw .invalid("invalid digest '\(displayBytes(digestText))': expected \(Limits.digestSize * 2) hex characters")
+            guard let digest = ObjectID(hex: String(decoding: digestText, as: UTF8.self), algorithm: .sha256) else {
+                throw .invalid("invalid digest '\(displayBytes(digestText))': expected \(FsVerityAlgorithm.sha256.digestSize * 2) hex characters")
             }
             inode.digest = digest
         }
@@ -424,12 +425,4 @@ struct LineSplitter {
             partial.removeAll()
         }
     }
-}
-
-/// `withUnsafeBytes` keeping the typed error.
-func withBytes<R>(_ bytes: [UInt8], _ body: (UnsafeRawBufferPointer) throws(DumpfileError) -> R) throws(DumpfileError) -> R {
-    let result: Result<R, DumpfileError> = bytes.withUnsafeBytes { buffer in
-        do throws(DumpfileError) { return .success(try body(buffer)) } catch { return .failure(error) }
-    }
-    return try result.get()
 }

@@ -5,6 +5,7 @@
 // Also the `composefs-info ls` listing, which walks and escapes the same way.
 
 import ComposeFS
+import ComposeFSBase
 
 public enum DumpfileWriter {
     /// Output is handed out in chunks of about this size.
@@ -177,7 +178,7 @@ public enum DumpfileWriter {
         }
         line.append(space)
         if let digest = inode.digest {
-            appendHex(digest, to: &line)
+            Hex.append(digest.bytes, to: &line)
         } else {
             line.append(UInt8(ascii: "-"))
         }
@@ -188,15 +189,6 @@ public enum DumpfileWriter {
             Escaping.escape(xattr.value, style: .equals, into: &line)
         }
         line.append(UInt8(ascii: "\n"))
-    }
-
-    private static let hexDigits = Array("0123456789abcdef".utf8)
-
-    private static func appendHex(_ bytes: [UInt8], to out: inout [UInt8]) {
-        for b in bytes {
-            out.append(hexDigits[Int(b >> 4)])
-            out.append(hexDigits[Int(b & 15)])
-        }
     }
 
     // Formatting numbers by hand: String(describing:) allocates per field.

@@ -1,6 +1,8 @@
-// On-disk structures of EROFS as used by composefs images, with their field
-// layout in one place. Field names follow the kernel's erofs_fs.h; every
-// integer is little-endian.
+// On-disk structures of EROFS as used by composefs images, each with its encoder and decoder,
+// and the overlayfs xattrs composefs stores in them: every field layout in one place. Field
+// names follow the kernel's erofs_fs.h and overlayfs; every integer is little-endian.
+
+import ComposeFSBase
 
 /// Format constants.
 public enum EROFSConstants {
@@ -93,6 +95,11 @@ public enum EROFSXattrPrefix {
         Array("security.".utf8),
     ]
 
+    public static let user: UInt8 = 1
+    public static let aclAccess: UInt8 = 2
+    public static let aclDefault: UInt8 = 3
+    public static let trusted: UInt8 = 4
+
     /// The prefixes a writer abbreviates, in the order they are tried. `lustre.` is
     /// readable but never written, as the reference writer does.
     static let writable: [UInt8] = [1, 2, 3, 4, 6]
@@ -138,7 +145,7 @@ public struct ComposefsHeader: Equatable, Sendable {
         out.zeros(16)
     }
 
-    public init(decoding bytes: ByteReader) throws(EROFSFormatError) {
+    public init(decoding bytes: ByteReader) throws(OutOfBounds) {
         magic = try bytes.u32(at: 0)
         version = try bytes.u32(at: 4)
         flags = try bytes.u32(at: 8)
@@ -206,7 +213,9 @@ public struct Superblock: Equatable, Sendable {
         out.zeros(23)
     }
 
-    public init(decoding r: ByteReader) throws(EROFSFormatError) {
+    /// Decodes the superblock at `EROFSConstants.superblockOffset` of an image.
+    public init(decoding image: ByteReader) throws(OutOfBounds) {
+        let r = ByteReader(try image.slice(at: EROFSConstants.superblockOffset, count: Self.size))
         magic = try r.u32(at: 0)
         checksum = try r.u32(at: 4)
         featureCompat = try r.u32(at: 8)
@@ -300,7 +309,7 @@ public struct InodeHeader: Equatable, Sendable {
     }
 
     /// Decodes the inode at `offset`; compact inodes take their mtime from the superblock.
-    public init(decoding r: ByteReader, at offset: Int, buildTime: UInt64, buildTimeNsec: UInt32) throws(EROFSFormatError) {
+    public init(decoding r: ByteReader, at offset: Int, buildTime: UInt64, buildTimeNsec: UInt32) throws(OutOfBounds) {
         let format = try r.u16(at: offset)
         extended = format & 1 == 1
         dataLayout = (format >> 1) & 0x7
@@ -329,8 +338,18 @@ public struct InodeHeader: Equatable, Sendable {
 }
 
 /// erofs_xattr_ibody_header (12 bytes), followed by h_shared_count le32 shared xattr ids.
-public enum XattrBodyHeader {
+public struct XattrBodyHeader: Equatable, Sendable {
     public static let size = 12
+
+    /// h_name_filter: bit n set means no xattr's name hashes to n (an inverted bloom filter).
+    public var nameFilter: UInt32
+    /// h_shared_count: shared xattr ids following the header.
+    public var sharedCount: UInt8
+
+    public init(nameFilter: UInt32, sharedCount: UInt8) {
+        self.nameFilter = nameFilter
+        self.sharedCount = sharedCount
+    }
 
     /// Size of the inline xattr area for an i_xattr_icount.
     public static func bodySize(inodeCount: UInt16) -> Int {
@@ -342,20 +361,47 @@ public enum XattrBodyHeader {
         bodySize == 0 ? 0 : (bodySize - size) / 4 + 1
     }
 
-    public static func encode(nameFilter: UInt32, sharedCount: UInt8, into out: inout ByteWriter) {
+    /// The name filter bit of an xattr stored under prefix `index` with `suffix`.
+    @inline(__always)
+    public static func filterBit(index: UInt8, suffix: ArraySlice<UInt8>) -> UInt32 {
+        let hash = XXHash32.hash(suffix, seed: EROFSConstants.xattrFilterSeed &+ UInt32(index))
+        return 1 << (hash & (EROFSConstants.xattrFilterBits - 1))
+    }
+
+    public func encode(into out: inout ByteWriter) {
         out.u32(nameFilter)
         out.u8(sharedCount)
         out.zeros(7)
     }
+
+    public init(decoding r: ByteReader, at offset: Int) throws(OutOfBounds) {
+        try r.check(offset, Self.size)
+        nameFilter = try r.u32(at: offset)
+        sharedCount = try r.u8(at: offset + 4)
+    }
+
+    /// The shared xattr id `index` (a 4-byte unit offset into the shared area) of the header at `offset`.
+    public static func sharedID(_ r: ByteReader, header offset: Int, index: Int) throws(OutOfBounds) -> UInt32 {
+        try r.u32(at: offset + size + index * 4)
+    }
 }
 
 /// erofs_xattr_entry (4 bytes) followed by the name suffix and value, padded to 4 bytes.
-public enum XattrEntry {
+public struct XattrEntry: Equatable, Sendable {
     public static let headerSize = 4
+
+    /// e_name_len: bytes of the name suffix.
+    public var nameLength: UInt8
+    /// e_name_index: the prefix (`EROFSXattrPrefix`).
+    public var nameIndex: UInt8
+    /// e_value_size.
+    public var valueLength: UInt16
 
     public static func encodedSize(suffixLength: Int, valueLength: Int) -> Int {
         (headerSize + suffixLength + valueLength + 3) & ~3
     }
+
+    public var encodedSize: Int { Self.encodedSize(suffixLength: Int(nameLength), valueLength: Int(valueLength)) }
 
     public static func encode(index: UInt8, suffix: ArraySlice<UInt8>, value: [UInt8], into out: inout ByteWriter) {
         out.u8(UInt8(truncatingIfNeeded: suffix.count))
@@ -365,17 +411,55 @@ public enum XattrEntry {
         out.bytes(value)
         out.align(to: 4)
     }
+
+    /// Decodes the entry header at `offset`; the caller checks the name and value fit.
+    public init(decoding r: ByteReader, at offset: Int) throws(OutOfBounds) {
+        try r.check(offset, Self.headerSize)
+        nameLength = try r.u8(at: offset)
+        nameIndex = try r.u8(at: offset + 1)
+        valueLength = try r.u16(at: offset + 2)
+    }
 }
 
 /// erofs_dirent (12 bytes): names follow all dirents of a block, without terminators.
-public enum Dirent {
+public struct Dirent: Equatable, Sendable {
     public static let size = 12
+
+    public var nid: UInt64
+    /// nameoff: where the name starts, from the start of the block.
+    public var nameOffset: UInt16
+    public var fileType: UInt8
 
     public static func encode(nid: UInt64, nameOffset: UInt16, fileType: EROFSFileType, into out: inout ByteWriter) {
         out.u64(nid)
         out.u16(nameOffset)
         out.u8(fileType.rawValue)
         out.u8(0)
+    }
+
+    public init(decoding r: ByteReader, at offset: Int) throws(OutOfBounds) {
+        try r.check(offset, Self.size)
+        nid = try r.u64(at: offset)
+        nameOffset = try r.u16(at: offset + 8)
+        fileType = try r.u8(at: offset + 10)
+    }
+}
+
+/// The block map of a chunk-based inode without chunk indexes: one le32 block address per
+/// chunk. composefs files have their data elsewhere, so every chunk is a hole.
+public enum ChunkIndex {
+    public static let entrySize = 4
+
+    public static func encodeHoles(count: Int, into out: inout ByteWriter) {
+        for _ in 0..<count { out.u32(EROFSConstants.nullAddress) }
+    }
+
+    public static func decode(_ r: ByteReader, at offset: Int, count: Int) throws(OutOfBounds) -> [UInt32] {
+        try r.check(offset, count * entrySize)
+        var addresses: [UInt32] = []
+        addresses.reserveCapacity(count)
+        for i in 0..<count { addresses.append(try r.u32(at: offset + i * entrySize)) }
+        return addresses
     }
 }
 
@@ -402,14 +486,56 @@ public enum ChunkLayout {
     }
 }
 
-/// Errors decoding on-disk structures.
-public enum EROFSFormatError: Error, Equatable, Sendable, CustomStringConvertible {
-    case outOfBounds(offset: Int, length: Int, size: Int)
+/// overlayfs's struct ovl_metacopy, the value of trusted.overlay.metacopy: version 0, its own
+/// length, flags 0, then the fs-verity algorithm and digest of the backing file (or nothing
+/// when none is recorded).
+public struct OverlayMetacopy: Equatable, Sendable {
+    public static let headerSize = 4
 
-    public var description: String {
-        switch self {
-        case let .outOfBounds(offset, length, size):
-            return "read of \(length) bytes at offset \(offset) is past the end of the image (\(size) bytes)"
-        }
+    /// FS_VERITY_HASH_ALG_*, 0 when there is no digest.
+    public var digestAlgorithm: UInt8
+    public var digest: [UInt8]
+
+    public init(digestAlgorithm: UInt8, digest: [UInt8]) {
+        self.digestAlgorithm = digestAlgorithm
+        self.digest = digest
     }
+
+    public func encoded() -> [UInt8] {
+        guard !digest.isEmpty else { return [] }
+        return [0, UInt8(truncatingIfNeeded: Self.headerSize + digest.count), 0, digestAlgorithm] + digest
+    }
+
+    /// nil for a value too short to be a metacopy record (an empty value is one without a
+    /// digest). Like overlayfs and the reference reader, only the size tells the digest.
+    public init?(decoding value: some Collection<UInt8>) {
+        let bytes = Array(value)
+        if bytes.isEmpty {
+            self.init(digestAlgorithm: 0, digest: [])
+            return
+        }
+        guard bytes.count >= Self.headerSize else { return nil }
+        self.init(digestAlgorithm: bytes[3], digest: Array(bytes[Self.headerSize...]))
+    }
+}
+
+/// The overlayfs xattr names composefs writes, escapes or reads.
+public enum OverlayXattr {
+    public static let prefix = Array("trusted.overlay.".utf8)
+    public static let escapePrefix = Array("trusted.overlay.overlay.".utf8)
+    public static let metacopy = Array("trusted.overlay.metacopy".utf8)
+    public static let redirect = Array("trusted.overlay.redirect".utf8)
+    public static let opaque = Array("trusted.overlay.opaque".utf8)
+    public static let escapedWhiteout = Array("trusted.overlay.overlay.whiteout".utf8)
+    public static let escapedWhiteouts = Array("trusted.overlay.overlay.whiteouts".utf8)
+    public static let escapedOpaque = Array("trusted.overlay.overlay.opaque".utf8)
+    public static let userWhiteout = Array("user.overlay.whiteout".utf8)
+    public static let userWhiteouts = Array("user.overlay.whiteouts".utf8)
+    public static let userOpaque = Array("user.overlay.opaque".utf8)
+    public static let aclAccess = Array("system.posix_acl_access".utf8)
+    public static let aclDefault = Array("system.posix_acl_default".utf8)
+    public static let selinux = Array("security.selinux".utf8)
+    /// The suffixes of the redirect and metacopy names under the trusted. prefix index.
+    public static let redirectSuffix = Array("overlay.redirect".utf8)
+    public static let metacopySuffix = Array("overlay.metacopy".utf8)
 }

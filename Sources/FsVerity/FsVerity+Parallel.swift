@@ -20,7 +20,7 @@ extension FsVerity {
     public static func digest(
         fileDescriptor fd: Int32, algorithm: FsVerityAlgorithm = .sha256, blockSize: Int = 4096,
         threads: Int
-    ) throws(FsVerityError) -> [UInt8] {
+    ) throws(FsVerityError) -> ObjectID {
         var status = stat()
         guard fstat(fd, &status) == 0 else { throw .io(errno) }
         let chunkSize = parallelChunkSize

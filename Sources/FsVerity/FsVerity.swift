@@ -14,7 +14,7 @@ public enum FsVerity {
     /// Digest of an in-memory buffer.
     public static func digest(
         of bytes: UnsafeRawBufferPointer, algorithm: FsVerityAlgorithm = .sha256, blockSize: Int = 4096
-    ) -> [UInt8] {
+    ) -> ObjectID {
         var hasher = FsVerityHasher(algorithm: algorithm, blockSize: blockSize)
         hasher.update(bytes)
         return hasher.finalize()
@@ -22,7 +22,7 @@ public enum FsVerity {
 
     public static func digest(
         of bytes: [UInt8], algorithm: FsVerityAlgorithm = .sha256, blockSize: Int = 4096
-    ) -> [UInt8] {
+    ) -> ObjectID {
         bytes.withUnsafeBytes { digest(of: $0, algorithm: algorithm, blockSize: blockSize) }
     }
 
@@ -30,7 +30,7 @@ public enum FsVerity {
     /// Throws `FsVerityError.io(errno)` on read errors.
     public static func digest(
         fileDescriptor fd: Int32, algorithm: FsVerityAlgorithm = .sha256, blockSize: Int = 4096
-    ) throws(FsVerityError) -> [UInt8] {
+    ) throws(FsVerityError) -> ObjectID {
         var hasher = FsVerityHasher(algorithm: algorithm, blockSize: blockSize)
         // Only a hint for readahead on cold caches; failure (e.g. on a pipe) is harmless.
         _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
@@ -62,18 +62,13 @@ public enum FsVerity {
     /// FS_IOC_MEASURE_VERITY: the digest the kernel recorded when verity was enabled.
     /// Throws `.notEnabled` when the file system supports verity but the file has none,
     /// `.notSupported` when the file system does not, `.io(errno)` otherwise. An algorithm
-    /// unknown to this library is reported as `.wrongAlgorithm(expected: .sha256, …)`.
-    public static func measure(
-        fileDescriptor fd: Int32
-    ) throws(FsVerityError) -> (algorithm: FsVerityAlgorithm, digest: [UInt8]) {
+    /// unknown to this library is `.unknownAlgorithm`.
+    public static func measure(fileDescriptor fd: Int32) throws(FsVerityError) -> ObjectID {
         let measured = try kernelMeasurement(fd)
-        guard
-            let algorithm = UInt8(exactly: measured.algorithm).flatMap(FsVerityAlgorithm.init(rawValue:)),
-            algorithm.digestSize == measured.digest.count
-        else {
-            throw .wrongAlgorithm(expected: .sha256, actual: measured.algorithm)
-        }
-        return (algorithm, measured.digest)
+        guard let algorithm = UInt8(exactly: measured.algorithm).flatMap(FsVerityAlgorithm.init(rawValue:)),
+            let id = ObjectID(algorithm: algorithm, bytes: measured.digest)
+        else { throw .unknownAlgorithm(measured.algorithm) }
+        return id
     }
 
     /// The kernel's measurement if verity is enabled on the file, otherwise the digest computed
@@ -81,13 +76,13 @@ public enum FsVerity {
     /// Throws `.wrongAlgorithm` if the kernel measured the file with another algorithm.
     public static func measureOrCompute(
         fileDescriptor fd: Int32, algorithm: FsVerityAlgorithm = .sha256
-    ) throws(FsVerityError) -> [UInt8] {
+    ) throws(FsVerityError) -> ObjectID {
         do throws(FsVerityError) {
             let measured = try kernelMeasurement(fd)
-            guard measured.algorithm == UInt16(algorithm.rawValue) else {
+            guard measured.algorithm == UInt16(algorithm.rawValue), let id = ObjectID(algorithm: algorithm, bytes: measured.digest) else {
                 throw .wrongAlgorithm(expected: algorithm, actual: measured.algorithm)
             }
-            return measured.digest
+            return id
         } catch .notEnabled, .notSupported {
             return try digest(fileDescriptor: fd, algorithm: algorithm)
         }

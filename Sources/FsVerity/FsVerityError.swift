@@ -15,6 +15,8 @@ public enum FsVerityError: Error, Equatable, Sendable, CustomStringConvertible {
     case alreadyEnabled
     /// The kernel measured the file with a different algorithm than requested.
     case wrongAlgorithm(expected: FsVerityAlgorithm, actual: UInt16)
+    /// The kernel measured the file with an algorithm this library does not know.
+    case unknownAlgorithm(UInt16)
     /// Any other system call failure, carrying `errno`.
     case io(Int32)
 
@@ -28,6 +30,8 @@ public enum FsVerityError: Error, Equatable, Sendable, CustomStringConvertible {
             "fs-verity is already enabled on this file"
         case let .wrongAlgorithm(expected, actual):
             "file has fs-verity hash algorithm \(actual), expected \(expected.rawValue) (\(expected.name))"
+        case let .unknownAlgorithm(code):
+            "file has fs-verity hash algorithm \(code), which is not supported"
         case let .io(code):
             "I/O error: \(String(cString: strerror(code)))"
         }

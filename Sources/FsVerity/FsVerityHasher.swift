@@ -44,8 +44,8 @@ public struct FsVerityHasher: Sendable {
         bytes.withUnsafeBytes { update($0) }
     }
 
-    /// Returns the fs-verity file digest (`algorithm.digestSize` bytes).
-    public consuming func finalize() -> [UInt8] {
+    /// Returns the fs-verity file digest.
+    public consuming func finalize() -> ObjectID {
         withUnsafeTemporaryAllocation(byteCount: FsVerityDescriptor.size, alignment: 8) { descriptor in
             descriptor.initializeMemory(as: UInt8.self, repeating: 0)
             // An empty file keeps the all-zero root hash.
@@ -60,10 +60,11 @@ public struct FsVerityHasher: Sendable {
             FsVerityDescriptor.fillHeader(
                 descriptor, algorithm: algorithm, blockSize: blockSize, dataSize: dataSize)
             let bytes = UnsafeRawBufferPointer(descriptor)
-            return switch algorithm {
+            let digest = switch algorithm {
             case .sha256: SHA256.hash(bytes)
             case .sha512: SHA512.hash(bytes)
             }
+            return ObjectID(computed: digest, algorithm: algorithm)
         }
     }
 

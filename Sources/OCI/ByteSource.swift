@@ -4,6 +4,7 @@
 
 import CZlib
 import CZstd
+import ComposeFSBase
 import Crypto
 
 #if canImport(Glibc)
@@ -36,7 +37,7 @@ struct FileRangeSource: ByteSource {
         while true {
             let count = pread(fd, buffer.baseAddress, wanted, off_t(offset))
             if count < 0 && errno == EINTR { continue }
-            guard count >= 0 else { throw .system(operation: "read", path: path, code: errno) }
+            guard count >= 0 else { throw .system(SystemError("read", path: path)) }
             guard count > 0 else { throw .transfer(what: path, reason: "file is shorter than expected (truncated)") }
             offset += UInt64(count)
             remaining -= UInt64(count)
@@ -63,7 +64,7 @@ struct DigestingSource<Inner: ByteSource>: ByteSource {
     }
 
     /// The SHA-256 of everything read so far.
-    var digest: Digest { Digest(uncheckedAlgorithm: "sha256", hex: hexString(hasher.finalize())) }
+    var digest: Digest { Digest(uncheckedAlgorithm: "sha256", hex: Hex.encode(hasher.finalize())) }
 }
 
 /// The compression of a layer blob.
@@ -111,7 +112,7 @@ final class GzipSource<Inner: ByteSource>: ByteSource {
         // 15 + 16: gzip wrapper only.
         guard inflateInit2_(&stream, 15 + 16, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
             input.release()
-            throw .system(operation: "inflateInit", path: what, code: ENOMEM)
+            throw .system(SystemError("inflateInit", path: what, code: ENOMEM))
         }
     }
 
@@ -168,7 +169,7 @@ final class ZstdSource<Inner: ByteSource>: ByteSource {
         self.what = what
         guard let context = ZSTD_createDCtx() else {
             input.release()
-            throw .system(operation: "zstd", path: what, code: ENOMEM)
+            throw .system(SystemError("zstd", path: what, code: ENOMEM))
         }
         // Frames may not demand a window larger than 128 MiB (a bounded memory cost).
         ZSTD_DCtx_setParameter(context, ZSTD_d_windowLogMax, 27)
@@ -216,25 +217,6 @@ extension ByteSource {
     }
 }
 
-/// `withUnsafeMutableBytes` for a body that throws `OCIError` (the standard one rethrows untyped).
-func withMutableBytes<R>(
-    _ bytes: inout [UInt8], _ body: (UnsafeMutableRawBufferPointer) throws(OCIError) -> R
-) throws(OCIError) -> R {
-    let result = bytes.withUnsafeMutableBytes { buffer in
-        Result { () throws(OCIError) -> R in try body(buffer) }
-    }
-    return try result.get()
-}
-
-/// `withUnsafeBytes` for a body that throws `OCIError`.
-func withRawBytes<R>(_ bytes: [UInt8], _ body: (UnsafeRawBufferPointer) throws(OCIError) -> R) throws(OCIError) -> R {
-    let result = bytes.withUnsafeBytes { buffer in
-        Result { () throws(OCIError) -> R in try body(buffer) }
-    }
-    return try result.get()
-}
-
-
 /// A pipe or other unseekable descriptor, read to its end.
 struct DescriptorSource: ByteSource {
     let fd: Int32
@@ -243,7 +225,7 @@ struct DescriptorSource: ByteSource {
         while true {
             let count = Glibc.read(fd, buffer.baseAddress, buffer.count)
             if count < 0 && errno == EINTR { continue }
-            guard count >= 0 else { throw .system(operation: "read", path: "input", code: errno) }
+            guard count >= 0 else { throw .system(SystemError("read", path: "input")) }
             return count
         }
     }

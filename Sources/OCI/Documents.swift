@@ -2,9 +2,9 @@
 // manifests, indexes and image configs. Only the fields composefs needs are decoded; the
 // documents themselves are always kept as the exact bytes received, since digests name bytes.
 
+import ComposeFSBase
 import Crypto
 import Foundation
-import FsVerity
 
 /// "ALGORITHM:HEX", as in descriptors. Only sha256 and sha512 are accepted.
 public struct Digest: Hashable, Sendable, CustomStringConvertible, Codable {
@@ -33,7 +33,7 @@ public struct Digest: Hashable, Sendable, CustomStringConvertible, Codable {
     public static func sha256(_ bytes: some Sequence<UInt8>) -> Digest {
         var hasher = SHA256()
         hasher.update(data: Array(bytes))
-        return Digest(uncheckedAlgorithm: "sha256", hex: hexString(hasher.finalize()))
+        return Digest(uncheckedAlgorithm: "sha256", hex: Hex.encode(hasher.finalize()))
     }
 
     init(uncheckedAlgorithm algorithm: String, hex: String) {
@@ -48,8 +48,8 @@ public struct Digest: Hashable, Sendable, CustomStringConvertible, Codable {
 
     func computed(over bytes: [UInt8]) -> Digest {
         switch algorithm {
-        case "sha512": Digest(uncheckedAlgorithm: "sha512", hex: hexString(SHA512.hash(data: bytes)))
-        default: Digest(uncheckedAlgorithm: "sha256", hex: hexString(SHA256.hash(data: bytes)))
+        case "sha512": Digest(uncheckedAlgorithm: "sha512", hex: Hex.encode(SHA512.hash(data: bytes)))
+        default: Digest(uncheckedAlgorithm: "sha256", hex: Hex.encode(SHA256.hash(data: bytes)))
         }
     }
 
@@ -65,8 +65,6 @@ public struct Digest: Hashable, Sendable, CustomStringConvertible, Codable {
         try container.encode(description)
     }
 }
-
-func hexString(_ bytes: some Sequence<UInt8>) -> String { Hex.encode(Array(bytes)) }
 
 public enum MediaType {
     public static let ociIndex = "application/vnd.oci.image.index.v1+json"
@@ -165,17 +163,7 @@ enum ManifestDocument {
 
 enum Documents {
     static func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8], what: String) throws(OCIError) -> T {
-        do {
-            return try JSONDecoder().decode(T.self, from: Data(bytes))
-        } catch let DecodingError.dataCorrupted(context) {
-            throw .badDocument(what: what, reason: context.debugDescription)
-        } catch let DecodingError.keyNotFound(key, _) {
-            throw .badDocument(what: what, reason: "missing field '\(key.stringValue)'")
-        } catch let DecodingError.typeMismatch(_, context) {
-            throw .badDocument(what: what, reason: "wrong type at '\(context.codingPath.map(\.stringValue).joined(separator: "."))'")
-        } catch {
-            throw .badDocument(what: what, reason: "not valid JSON")
-        }
+        do throws(JSONError) { return try decodeJSON(T.self, bytes) } catch { throw .badDocument(what: what, reason: error.reason) }
     }
 
     /// A manifest or an index, told apart by mediaType (or, when absent, by its fields).

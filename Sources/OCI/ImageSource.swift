@@ -5,7 +5,7 @@
 //   docker://HOST[:PORT]/NAME[:TAG|@DIGEST]   a registry (Registry.swift)
 // A source answers for documents by digest and hands out blobs as readable file ranges.
 
-import ComposeFS
+import ComposeFSBase
 import Foundation
 
 #if canImport(Glibc)
@@ -13,22 +13,13 @@ import Glibc
 #endif
 
 /// A blob ready to be read: a range of an open file.
-public final class BlobFile: @unchecked Sendable {
-    let fd: Int32
+public struct BlobFile: Sendable {
+    let file: FileDescriptor
     let path: String
     let offset: UInt64
     let length: UInt64
 
-    init(fd: Int32, path: String, offset: UInt64, length: UInt64) {
-        self.fd = fd
-        self.path = path
-        self.offset = offset
-        self.length = length
-    }
-
-    deinit { close(fd) }
-
-    func source() -> FileRangeSource { FileRangeSource(fd: fd, path: path, offset: offset, length: length) }
+    func source() -> FileRangeSource { FileRangeSource(fd: file.raw, path: path, offset: offset, length: length) }
 
     /// The whole blob in memory (for manifests and configs, whose size is bounded).
     func bytes(limit: Int) throws(OCIError) -> [UInt8] {
@@ -114,22 +105,17 @@ private enum LayoutStorage: Sendable {
         switch self {
         case let .directory(root):
             let path = root + "/" + relative
-            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else {
-                if errno == ENOENT { throw .notFound(path) }
-                throw .system(operation: "open", path: path, code: errno)
+            let file: FileDescriptor
+            do throws(SystemError) { file = try FileDescriptor.open(path, O_RDONLY) } catch {
+                if error.code == ENOENT { throw .notFound(path) }
+                throw .system(error)
             }
-            var info = stat()
-            guard fstat(fd, &info) == 0 else {
-                close(fd)
-                throw .system(operation: "stat", path: path, code: errno)
-            }
-            return BlobFile(fd: fd, path: path, offset: 0, length: UInt64(info.st_size))
+            let size = try systemCall { () throws(SystemError) in try file.status() }.st_size
+            return BlobFile(file: file, path: path, offset: 0, length: UInt64(size))
         case let .archive(path, members):
             guard let member = members[relative] else { throw .notFound("\(relative) in \(path)") }
-            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw .system(operation: "open", path: path, code: errno) }
-            return BlobFile(fd: fd, path: "\(path):\(relative)", offset: member.offset, length: member.size)
+            let file = try systemCall { () throws(SystemError) in try FileDescriptor.open(path, O_RDONLY) }
+            return BlobFile(file: file, path: "\(path):\(relative)", offset: member.offset, length: member.size)
         }
     }
 }
@@ -201,52 +187,44 @@ struct LayoutSource: ImageSource {
 /// The members of an uncompressed tar archive, by path (leading "./" removed).
 enum ArchiveIndex {
     static func members(of path: String) throws(OCIError) -> [String: (offset: UInt64, size: UInt64)] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            if errno == ENOENT { throw .notFound(path) }
-            throw .system(operation: "open", path: path, code: errno)
+        let file: FileDescriptor
+        do throws(SystemError) { file = try FileDescriptor.open(path, O_RDONLY) } catch {
+            if error.code == ENOENT { throw .notFound(path) }
+            throw .system(error)
         }
-        defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw .system(operation: "stat", path: path, code: errno) }
-        let fileSize = UInt64(info.st_size)
-        var decoder = TarHeaderDecoder(layer: path)
+        let size = UInt64(try systemCall { () throws(SystemError) in try file.status() }.st_size)
+        var walker = TarWalker(ArchiveFile(file: file, size: size), layer: path, requiresEndMarker: false)
         var members: [String: (offset: UInt64, size: UInt64)] = [:]
-        var offset: UInt64 = 0
-        var block = [UInt8](repeating: 0, count: 512)
-        func read(_ count: Int, at position: UInt64) throws(OCIError) -> [UInt8] {
-            var bytes = [UInt8](repeating: 0, count: count)
-            var source = FileRangeSource(fd: fd, path: path, offset: position, length: UInt64(count))
-            let n = try withMutableBytes(&bytes) { (buffer) throws(OCIError) in try source.readFully(into: buffer) }
-            guard n == count else { throw .badTar(layer: path, entry: nil, reason: "archive is truncated") }
-            return bytes
-        }
-        while offset + 512 <= fileSize {
-            block = try read(512, at: offset)
-            offset += 512
-            let action = try withRawBytes(block) { (raw) throws(OCIError) in try decoder.header(raw) }
-            switch action {
-            case .endOfArchive:
-                return members
-            case let .extended(size):
-                try decoder.extendedData(try read(Int(size), at: offset))
-                offset += size + LayerReader.padding(size)
-            case .sparseExtension:
-                throw .badTar(layer: path, entry: decoder.lastPath, reason: "sparse members are not supported in image archives")
-            case let .entry(entry):
-                guard entry.dataSize <= fileSize - min(offset, fileSize) else {
-                    throw .badTar(layer: path, entry: decoder.lastPath, reason: "archive is truncated")
-                }
-                if entry.kind == .regular {
-                    var name = String(decoding: entry.path, as: UTF8.self)
-                    while name.hasPrefix("./") { name.removeFirst(2) }
-                    while name.hasPrefix("/") { name.removeFirst() }
-                    members[name] = (offset, entry.dataSize)
-                }
-                offset += entry.dataSize + LayerReader.padding(entry.dataSize)
-            }
+        while let (entry, offset) = try walker.next() {
+            guard entry.kind == .regular else { continue }
+            var name = String(decoding: entry.path, as: UTF8.self)
+            while name.hasPrefix("./") { name.removeFirst(2) }
+            while name.hasPrefix("/") { name.removeFirst() }
+            members[name] = (offset, entry.dataSize)
         }
         return members
+    }
+
+    /// An archive on disk, read in place: each entry's data is only located, never read.
+    private struct ArchiveFile: TarInput {
+        let file: FileDescriptor
+        let size: UInt64
+        var offset: UInt64 = 0
+
+        mutating func readRecord(into buffer: UnsafeMutableRawBufferPointer, decoder: TarHeaderDecoder) throws(OCIError) -> Int {
+            let read = try systemCall { () throws(SystemError) in try preadAll(file.raw, into: buffer, at: offset, path: file.path) }
+            offset += UInt64(read)
+            return read
+        }
+
+        /// Where the entry's data starts.
+        mutating func consumeData(of entry: TarEntry, padding: UInt64, decoder: TarHeaderDecoder) throws(OCIError) -> UInt64 {
+            guard entry.sparseMap == nil else { throw decoder.fail("sparse members are not supported in image archives") }
+            let start = offset
+            guard entry.dataSize <= size - min(offset, size) else { throw decoder.fail("archive is truncated") }
+            offset += entry.dataSize + padding
+            return start
+        }
     }
 }
 

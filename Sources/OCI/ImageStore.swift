@@ -12,6 +12,7 @@
 // same image always gives the same stream objects.
 
 import ComposeFS
+import ComposeFSBase
 import FsVerity
 import Repository
 
@@ -109,31 +110,31 @@ public struct ImageStore: Sendable {
     // MARK: Writing
 
     /// Stores a layer's split stream under its diff_id.
-    func storeLayer(_ stream: [UInt8], diffID: Digest) throws(OCIError) -> [UInt8] {
-        do { return try repository.writeStream(stream, name: Self.layerStream(diffID)) } catch { throw .repository(error) }
+    func storeLayer(_ stream: [UInt8], diffID: Digest) throws(OCIError) -> ObjectID {
+        try repositoryCall { () throws(RepositoryError) in try repository.writeStream(stream, name: Self.layerStream(diffID)) }
     }
 
     /// A split stream holding `document` as its one object, with named refs in the given order.
     private func storeDocument(
-        _ document: [UInt8], contentType: UInt64, refs: [(String, [UInt8])], name: String
-    ) throws(OCIError) -> [UInt8] {
-        do {
+        _ document: [UInt8], contentType: UInt64, refs: [(String, ObjectID)], name: String
+    ) throws(OCIError) -> ObjectID {
+        try repositoryCall { () throws(RepositoryError) in
             var writer = SplitStreamWriter(algorithm: repository.algorithm, contentType: contentType)
             for (refName, id) in refs { writer.addNamedStreamRef(refName, id) }
             writer.writeExternal(try repository.ensureObject(document), size: UInt64(document.count))
             return try repository.writeStream(try writer.finish(), name: name)
-        } catch { throw .repository(error) }
+        }
     }
 
-    func storeConfig(_ bytes: [UInt8], digest: Digest, layers: [(diffID: Digest, stream: [UInt8])], image: [UInt8]?) throws(OCIError) -> [UInt8] {
+    func storeConfig(_ bytes: [UInt8], digest: Digest, layers: [(diffID: Digest, stream: ObjectID)], image: ObjectID?) throws(OCIError) -> ObjectID {
         var refs = layers.map { ($0.diffID.description, $0.stream) }
         if let image { refs.append((imageRefName, image)) }
         return try storeDocument(bytes, contentType: configContentType, refs: refs, name: Self.configStream(digest))
     }
 
     func storeManifest(
-        _ bytes: [UInt8], digest: Digest, config: (digest: Digest, stream: [UInt8]), layers: [(diffID: Digest, stream: [UInt8])]
-    ) throws(OCIError) -> [UInt8] {
+        _ bytes: [UInt8], digest: Digest, config: (digest: Digest, stream: ObjectID), layers: [(diffID: Digest, stream: ObjectID)]
+    ) throws(OCIError) -> ObjectID {
         let refs = [("config:\(config.digest)", config.stream)] + layers.map { ($0.diffID.description, $0.stream) }
         return try storeDocument(bytes, contentType: manifestContentType, refs: refs, name: Self.manifestStream(digest))
     }
@@ -141,22 +142,18 @@ public struct ImageStore: Sendable {
     // MARK: Reading
 
     /// A stored document stream: its one object's bytes and its named refs.
-    func readDocument(_ name: String, contentType: UInt64) throws(OCIError) -> (bytes: [UInt8], refs: [String: [UInt8]], id: [UInt8]) {
-        do {
-            guard let id = repository.streamID(name) else { throw RepositoryError.notFound("stream \(name)") }
+    func readDocument(_ name: String, contentType: UInt64) throws(OCIError) -> (bytes: [UInt8], refs: [String: ObjectID], id: ObjectID) {
+        try repositoryCall { () throws(RepositoryError) in
+            guard let id = repository.streamID(name) else { throw .notFound("stream \(name)") }
             let stream = try repository.openStream(name)
             guard stream.contentType == contentType else {
-                throw RepositoryError.corrupt(path: "streams/" + name, reason: "Invalid splitstream content type")
+                throw .corrupt(path: "streams/" + name, reason: "Invalid splitstream content type")
             }
             guard stream.references.objects.count == 1, let object = stream.references.objects.first else {
-                throw RepositoryError.corrupt(
+                throw .corrupt(
                     path: "streams/" + name, reason: "Expected exactly 1 external object in splitstream, got \(stream.references.objects.count)")
             }
             return (try repository.readObject(object), stream.namedRefs, id)
-        } catch let error as RepositoryError {
-            throw .repository(error)
-        } catch {
-            throw .badDocument(what: name, reason: "\(error)")
         }
     }
 
@@ -177,7 +174,7 @@ public struct ImageStore: Sendable {
             throw .digestMismatch(what: "config", expected: parsed.config.digest.description, actual: configActual.description)
         }
         let configParsed = try Documents.decode(ImageConfig.self, config.bytes, what: "config \(parsed.config.digest)")
-        var layers: [(diffID: Digest, stream: [UInt8])] = []
+        var layers: [(diffID: Digest, stream: ObjectID)] = []
         for diffID in configParsed.rootfs.diff_ids {
             guard let stream = config.refs[diffID.description] else {
                 throw .badDocument(what: "config \(parsed.config.digest)", reason: "missing named ref to layer \(diffID)")
@@ -193,7 +190,7 @@ public struct ImageStore: Sendable {
     // MARK: The composefs image
 
     /// The merged root file system of the layers (bottom first).
-    func rootfs(layers: [(diffID: Digest, stream: [UInt8])], storeExpanded: Bool) throws(OCIError) -> Inode {
+    func rootfs(layers: [(diffID: Digest, stream: ObjectID)], storeExpanded: Bool) throws(OCIError) -> Inode {
         let repository = self.repository
         var rootfs = Rootfs(algorithm: repository.algorithm) { (entry, content) throws(OCIError) in
             try SparseFiles.expand(entry, content, repository: repository, store: storeExpanded)
@@ -208,7 +205,7 @@ public struct ImageStore: Sendable {
     }
 
     /// The EROFS image of the layers.
-    func buildImage(layers: [(diffID: Digest, stream: [UInt8])], storeExpanded: Bool) throws(OCIError) -> [UInt8] {
+    func buildImage(layers: [(diffID: Digest, stream: ObjectID)], storeExpanded: Bool) throws(OCIError) -> [UInt8] {
         let root = try rootfs(layers: layers, storeExpanded: storeExpanded)
         do { return try ImageWriter.image(root: root) } catch {
             throw .badDocument(what: "image", reason: "cannot write the composefs image: \(error)")
@@ -221,13 +218,13 @@ public struct StoredImage: Sendable {
     public let manifestDigest: Digest
     public let manifestBytes: [UInt8]
     public let manifest: Manifest
-    public let manifestStream: [UInt8]
+    public let manifestStream: ObjectID
     public let configBytes: [UInt8]
     public let config: ImageConfig
-    public let configStream: [UInt8]
-    public let layers: [(diffID: Digest, stream: [UInt8])]
+    public let configStream: ObjectID
+    public let layers: [(diffID: Digest, stream: ObjectID)]
     /// The composefs image built at pull time.
-    public let imageID: [UInt8]?
+    public let imageID: ObjectID?
 }
 
 extension ImageStore {
@@ -238,9 +235,9 @@ extension ImageStore {
 
     /// Stores a tar (possibly compressed) read from `fd` as the layer `diffID`, which its
     /// content must match; a layer already stored is not read again.
-    public func importLayer(fromFileDescriptor fd: Int32, diffID: Digest, ref: String?) throws(OCIError) -> [UInt8] {
+    public func importLayer(fromFileDescriptor fd: Int32, diffID: Digest, ref: String?) throws(OCIError) -> ObjectID {
         let name = Self.layerStream(diffID)
-        let id: [UInt8]
+        let id: ObjectID
         if let existing = repository.streamID(name) {
             id = existing
         } else {

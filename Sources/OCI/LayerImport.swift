@@ -5,6 +5,7 @@
 // layer's diff_id.
 
 import ComposeFS
+import ComposeFSBase
 import FsVerity
 import Repository
 
@@ -92,120 +93,89 @@ enum LayerImporter {
     static func split<Source: ByteSource>(
         _ tar: inout Source, repository: Repository, layer: String
     ) throws(OCIError) -> ([UInt8], ImportStatistics) {
-        var writer = SplitStreamWriter(algorithm: repository.algorithm, contentType: layerContentType)
-        var decoder = TarHeaderDecoder(layer: layer)
+        let splitter = Splitter(tar: tar, repository: repository)
+        defer { splitter.buffer.deallocate() }
+        var walker = TarWalker(splitter, layer: layer, requiresEndMarker: true)
+        while try walker.next() != nil {}
+        // The rest (the second zero block, record padding, anything else) stays as is.
+        try walker.input.copyInline(UInt64.max, "", upToEnd: true, decoder: walker.decoder)
+        tar = walker.input.tar
+        do { return (try walker.input.writer.finish(), walker.input.statistics) } catch { throw .repository(error) }
+    }
+
+    /// Reads the tar, writing headers, padding and small contents inline and larger contents
+    /// as objects.
+    private struct Splitter<Source: ByteSource>: TarInput {
+        var tar: Source
+        let repository: Repository
+        var writer: SplitStreamWriter
         var statistics = ImportStatistics()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
-        defer { buffer.deallocate() }
-        let block = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<TarHeaderField.blockSize])
 
-        func readExactly(_ target: UnsafeMutableRawBufferPointer, _ what: String) throws(OCIError) {
-            let n = try tar.readFully(into: target)
-            guard n == target.count else { throw decoder.fail("archive is truncated (in \(what))") }
+        init(tar: Source, repository: Repository) {
+            self.tar = tar
+            self.repository = repository
+            writer = SplitStreamWriter(algorithm: repository.algorithm, contentType: layerContentType)
         }
-        /// Copies `count` bytes inline.
-        func copyInline(_ count: UInt64, _ what: String) throws(OCIError) {
+
+        mutating func readRecord(into target: UnsafeMutableRawBufferPointer, decoder: TarHeaderDecoder) throws(OCIError) -> Int {
+            let count = try tar.readFully(into: target)
+            writer.writeInline(UnsafeRawBufferPointer(rebasing: target[..<count]))
+            statistics.bytesInline += UInt64(count)
+            return count
+        }
+
+        mutating func consumeData(of entry: TarEntry, padding: UInt64, decoder: TarHeaderDecoder) throws(OCIError) {
+            if entry.dataSize > (entry.kind == .regular ? inlineMax : nonRegularInlineMax) {
+                let id = try storeObject(size: entry.dataSize, decoder: decoder)
+                writer.writeExternal(id, size: entry.dataSize)
+                try copyInline(padding, "padding", decoder: decoder)
+            } else {
+                try copyInline(entry.dataSize + padding, "entry data", decoder: decoder)
+            }
+        }
+
+        /// Copies `count` bytes inline (with `upToEnd`, whatever is left of the archive).
+        mutating func copyInline(_ count: UInt64, _ what: String, upToEnd: Bool = false, decoder: TarHeaderDecoder) throws(OCIError) {
             var remaining = count
             while remaining > 0 {
                 let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(remaining, UInt64(buffer.count)))])
-                try readExactly(piece, what)
-                writer.writeInline(UnsafeRawBufferPointer(piece))
-                remaining -= UInt64(piece.count)
-            }
-            statistics.bytesInline += count
-        }
-        func padding(_ size: UInt64) -> UInt64 { (512 - size % 512) % 512 }
-
-        while true {
-            let n = try tar.readFully(into: block)
-            if n == 0 { throw decoder.fail("archive ends without an end-of-archive marker") }
-            guard n == block.count else { throw decoder.fail("archive is truncated (in a header)") }
-            writer.writeInline(UnsafeRawBufferPointer(block))
-            statistics.bytesInline += UInt64(n)
-            let action = try decoder.header(UnsafeRawBufferPointer(block))
-            var entry: TarEntry
-            switch action {
-            case .endOfArchive:
-                // The rest (the second zero block, record padding, anything else) stays as is.
-                while true {
-                    let count = try tar.read(into: buffer)
-                    if count == 0 { break }
-                    writer.writeInline(UnsafeRawBufferPointer(rebasing: buffer[0..<count]))
-                    statistics.bytesInline += UInt64(count)
-                }
-                do { return (try writer.finish(), statistics) } catch { throw .repository(error) }
-            case let .extended(size):
-                let stored = Int(size + padding(size))
-                var data = [UInt8](repeating: 0, count: stored)
-                try withMutableBytes(&data) { (target) throws(OCIError) in try readExactly(target, "an extended header") }
-                writer.writeInline(data)
-                statistics.bytesInline += UInt64(stored)
-                try decoder.extendedData(Array(data[0..<Int(size)]))
-                continue
-            case .sparseExtension:
-                var finished: TarEntry?
-                while finished == nil {
-                    try readExactly(block, "a sparse header")
-                    writer.writeInline(UnsafeRawBufferPointer(block))
-                    statistics.bytesInline += 512
-                    finished = try decoder.sparseExtension(UnsafeRawBufferPointer(block))
-                }
-                entry = finished!
-            case let .entry(decoded):
-                entry = decoded
-            }
-            if entry.dataSize > (entry.kind == .regular ? inlineMax : nonRegularInlineMax) {
-                let id = try storeObject(
-                    &tar, size: entry.dataSize, buffer: buffer, repository: repository, decoder: decoder,
-                    statistics: &statistics)
-                writer.writeExternal(id, size: entry.dataSize)
-                try copyInline(padding(entry.dataSize), "padding")
-            } else {
-                try copyInline(entry.dataSize + padding(entry.dataSize), "entry data")
+                let read = try tar.readFully(into: piece)
+                if upToEnd && read == 0 { return }
+                guard read == piece.count || upToEnd else { throw decoder.fail("archive is truncated (in \(what))") }
+                writer.writeInline(UnsafeRawBufferPointer(rebasing: piece[..<read]))
+                statistics.bytesInline += UInt64(read)
+                remaining -= UInt64(read)
             }
         }
-    }
 
-    /// Streams one file's content into an object.
-    private static func storeObject<Source: ByteSource>(
-        _ tar: inout Source, size: UInt64, buffer: UnsafeMutableRawBufferPointer, repository: Repository,
-        decoder: TarHeaderDecoder, statistics: inout ImportStatistics
-    ) throws(OCIError) -> [UInt8] {
-        do {
+        /// Streams one file's content into an object.
+        private mutating func storeObject(size: UInt64, decoder: TarHeaderDecoder) throws(OCIError) -> ObjectID {
+            func truncated() -> OCIError { decoder.fail("archive is truncated (in file content)") }
+            let stored: (id: ObjectID, existed: Bool)
             if size <= UInt64(bufferedObjectMax) {
                 var content = [UInt8](repeating: 0, count: Int(size))
-                let n = try withMutableBytes(&content) { (target) throws(OCIError) in try tar.readFully(into: target) }
-                guard n == Int(size) else { throw OCIError.badTar(layer: decoder.layer, entry: decoder.lastPath, reason: "archive is truncated (in file content)") }
-                let (id, existed) = try repository.storeObject(content)
-                if existed { statistics.objectsPresent += 1 } else {
-                    statistics.objectsWritten += 1
-                    statistics.bytesWritten += size
+                let read = try withMutableBytes(&content) { (target) throws(OCIError) in try self.tar.readFully(into: target) }
+                guard read == Int(size) else { throw truncated() }
+                stored = try repositoryCall { () throws(RepositoryError) in try repository.storeObject(content) }
+            } else {
+                let object = try repositoryCall { () throws(RepositoryError) in try ObjectWriter(repository: repository) }
+                var remaining = size
+                while remaining > 0 {
+                    let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(remaining, UInt64(buffer.count)))])
+                    guard try tar.readFully(into: piece) == piece.count else { throw truncated() }
+                    try repositoryCall { () throws(RepositoryError) in try object.write(UnsafeRawBufferPointer(piece)) }
+                    remaining -= UInt64(piece.count)
                 }
-                return id
+                stored = try repositoryCall { () throws(RepositoryError) in try object.finish() }
             }
-            let object = try ObjectWriter(repository: repository)
-            var remaining = size
-            while remaining > 0 {
-                let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(remaining, UInt64(buffer.count)))])
-                let n = try tar.readFully(into: piece)
-                guard n == piece.count else {
-                    throw OCIError.badTar(layer: decoder.layer, entry: decoder.lastPath, reason: "archive is truncated (in file content)")
-                }
-                try object.write(UnsafeRawBufferPointer(piece))
-                remaining -= UInt64(n)
-            }
-            let (id, existed) = try object.finish()
-            if existed { statistics.objectsPresent += 1 } else {
+            if stored.existed {
+                statistics.objectsPresent += 1
+            } else {
                 statistics.objectsWritten += 1
                 statistics.bytesWritten += size
             }
-            return id
-        } catch let error as OCIError {
-            throw error
-        } catch let error as RepositoryError {
-            throw .repository(error)
-        } catch {
-            throw .badTar(layer: decoder.layer, entry: decoder.lastPath, reason: "\(error)")
+            return stored.id
         }
     }
 }

@@ -1,7 +1,8 @@
 // Reading a stored layer back: the tar entries of a layer split stream, each with where its
 // content is (inline bytes, or an object). Only headers are parsed; contents stay in objects.
 
-import ComposeFS
+import ComposeFSBase
+import FsVerity
 import Repository
 
 /// Where a regular file's data is.
@@ -9,7 +10,7 @@ public enum EntryContent: Sendable {
     case none
     case inline([UInt8])
     /// The whole data region is this object.
-    case object([UInt8])
+    case object(ObjectID)
 }
 
 public struct LayerEntry: Sendable {
@@ -20,76 +21,71 @@ public struct LayerEntry: Sendable {
 enum LayerReader {
     /// Every entry of a layer stream, in archive order.
     static func entries(of stream: SplitStream, layer: String) throws(OCIError) -> [LayerEntry] {
-        var decoder = TarHeaderDecoder(layer: layer)
-        // The inline bytes not yet parsed, and whether an object follows them.
         var pieces: [SplitStream.Chunk] = []
-        do {
+        try repositoryCall { () throws(RepositoryError) in
             try stream.forEachChunk { (chunk) throws(RepositoryError) in pieces.append(chunk) }
-        } catch { throw .repository(error) }
-
-        var cursor = ChunkCursor(pieces: pieces, layer: layer)
-        var result: [LayerEntry] = []
-        while let block = try cursor.inlineBytes(512, decoder: decoder) {
-            let action = try withRawBytes(block) { (raw) throws(OCIError) in try decoder.header(raw) }
-            var entry: TarEntry
-            switch action {
-            case .endOfArchive:
-                return result
-            case let .extended(size):
-                guard let data = try cursor.inlineBytes(Int(size + padding(size)), decoder: decoder) else {
-                    throw decoder.fail("stream ends inside an extended header")
-                }
-                try decoder.extendedData(Array(data[0..<Int(size)]))
-                continue
-            case .sparseExtension:
-                var finished: TarEntry?
-                while finished == nil {
-                    guard let extension_ = try cursor.inlineBytes(512, decoder: decoder) else {
-                        throw decoder.fail("stream ends inside a sparse header")
-                    }
-                    finished = try withRawBytes(extension_) { (raw) throws(OCIError) in try decoder.sparseExtension(raw) }
-                }
-                entry = finished!
-            case let .entry(decoded):
-                entry = decoded
-            }
-            var content = EntryContent.none
-            if entry.dataSize > 0 {
-                if let id = cursor.takeObject() {
-                    content = .object(id)
-                    guard try cursor.inlineBytes(Int(padding(entry.dataSize)), decoder: decoder) != nil else {
-                        throw decoder.fail("stream ends inside padding")
-                    }
-                } else {
-                    guard entry.dataSize <= UInt64(Int.max / 2),
-                        let data = try cursor.inlineBytes(Int(entry.dataSize + padding(entry.dataSize)), decoder: decoder)
-                    else { throw decoder.fail("stream ends inside entry data") }
-                    content = .inline(Array(data[0..<Int(entry.dataSize)]))
-                }
-            }
-            result.append(LayerEntry(entry: entry, content: content))
         }
         // Layers imported here always have an end marker; tolerate its absence anyway.
+        var walker = TarWalker(StreamChunks(pieces: pieces), layer: layer, requiresEndMarker: false)
+        var result: [LayerEntry] = []
+        while let (entry, content) = try walker.next() {
+            result.append(LayerEntry(entry: entry, content: content))
+        }
         return result
     }
-
-    static func padding(_ size: UInt64) -> UInt64 { (512 - size % 512) % 512 }
 }
 
-/// Sequential reading across inline chunks; objects are taken whole.
-private struct ChunkCursor {
+/// A split stream's chunks read in order: headers from the inline data, each entry's data
+/// either inline too or one whole object.
+private struct StreamChunks: TarInput {
     let pieces: [SplitStream.Chunk]
-    let layer: String
     var index = 0
     var offset = 0
 
-    init(pieces: [SplitStream.Chunk], layer: String) {
-        self.pieces = pieces
-        self.layer = layer
+    mutating func readRecord(into buffer: UnsafeMutableRawBufferPointer, decoder: TarHeaderDecoder) throws(OCIError) -> Int {
+        var done = 0
+        return try take(buffer.count, decoder: decoder) { piece in
+            UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + piece.count)]).copyMemory(from: piece)
+            done += piece.count
+        }
+    }
+
+    mutating func consumeData(of entry: TarEntry, padding: UInt64, decoder: TarHeaderDecoder) throws(OCIError) -> EntryContent {
+        guard entry.dataSize > 0 else { return .none }
+        if let id = takeObject() {
+            try skip(padding, decoder: decoder, what: "padding")
+            return .object(id)
+        }
+        guard entry.dataSize <= UInt64(Int.max / 2) else { throw decoder.fail("archive is truncated (in entry data)") }
+        // Appended as it comes: a damaged header's size allocates nothing the stream does not hold.
+        var data: [UInt8] = []
+        let read = try take(Int(entry.dataSize), decoder: decoder) { data.append(contentsOf: $0) }
+        guard read == Int(entry.dataSize) else { throw decoder.fail("archive is truncated (in entry data)") }
+        try skip(padding, decoder: decoder, what: "entry data")
+        return .inline(data)
+    }
+
+    /// Hands the next `count` inline bytes to `body` piece by piece; returns how many there
+    /// were (fewer only at the end of the stream).
+    private mutating func take(
+        _ count: Int, decoder: TarHeaderDecoder, _ body: (UnsafeRawBufferPointer) -> Void
+    ) throws(OCIError) -> Int {
+        var done = 0
+        while done < count {
+            skipEmpty()
+            guard index < pieces.count else { break }
+            guard case let .inline(bytes) = pieces[index] else { throw decoder.fail("object where inline data was expected") }
+            let start = bytes.startIndex + offset
+            let length = min(count - done, bytes.endIndex - start)
+            bytes[start..<(start + length)].withUnsafeBytes { body($0) }
+            offset += length
+            done += length
+        }
+        return done
     }
 
     /// The next object, if the inline data is used up and an object comes next.
-    mutating func takeObject() -> [UInt8]? {
+    private mutating func takeObject() -> ObjectID? {
         skipEmpty()
         guard index < pieces.count, case let .external(id) = pieces[index] else { return nil }
         index += 1
@@ -97,25 +93,10 @@ private struct ChunkCursor {
         return id
     }
 
-    /// The next `count` inline bytes; nil at the end of the stream.
-    mutating func inlineBytes(_ count: Int, decoder: TarHeaderDecoder) throws(OCIError) -> [UInt8]? {
-        var out: [UInt8] = []
-        out.reserveCapacity(count)
-        while out.count < count {
-            skipEmpty()
-            guard index < pieces.count else {
-                if out.isEmpty { return nil }
-                throw decoder.fail("stream ends in the middle of a record")
-            }
-            guard case let .inline(bytes) = pieces[index] else {
-                throw decoder.fail("object where inline data was expected")
-            }
-            let start = bytes.startIndex + offset
-            let take = min(count - out.count, bytes.endIndex - start)
-            out += bytes[start..<(start + take)]
-            offset += take
+    private mutating func skip(_ count: UInt64, decoder: TarHeaderDecoder, what: String) throws(OCIError) {
+        guard try take(Int(count), decoder: decoder, { _ in }) == Int(count) else {
+            throw decoder.fail("archive is truncated (in \(what))")
         }
-        return out
     }
 
     private mutating func skipEmpty() {

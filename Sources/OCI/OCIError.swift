@@ -1,6 +1,7 @@
 // Errors of OCI image handling. Each names what was being read (a blob, a layer entry, a
 // source) and why it was refused.
 
+import ComposeFSBase
 import Repository
 
 public enum OCIError: Error, CustomStringConvertible {
@@ -16,7 +17,7 @@ public enum OCIError: Error, CustomStringConvertible {
     /// The registry (or other source) failed to deliver.
     case transfer(what: String, reason: String)
     case unsupported(String)
-    case system(operation: String, path: String, code: Int32)
+    case system(SystemError)
     case repository(RepositoryError)
 
     public var description: String {
@@ -36,14 +37,22 @@ public enum OCIError: Error, CustomStringConvertible {
             return "fetching \(what): \(reason)"
         case let .unsupported(what):
             return what
-        case let .system(operation, path, code):
-            return "\(operation) '\(path)': \(String(cString: strerror(code)))"
+        case let .system(error):
+            return error.description
         case let .repository(error):
             return error.description
         }
     }
 }
 
-#if canImport(Glibc)
-import Glibc
-#endif
+/// Runs repository work, its failure an OCI error.
+@inline(__always)
+func repositoryCall<T>(_ body: () throws(RepositoryError) -> T) throws(OCIError) -> T {
+    do { return try body() } catch { throw .repository(error) }
+}
+
+/// Runs a system operation, its failure an OCI error.
+@inline(__always)
+func systemCall<T>(_ body: () throws(SystemError) -> T) throws(OCIError) -> T {
+    do { return try body() } catch { throw .system(error) }
+}

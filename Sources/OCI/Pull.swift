@@ -35,8 +35,8 @@ public struct PullResult: Sendable {
     public var manifestDigest: Digest
     public var configDigest: Digest
     /// The manifest stream's object id.
-    public var manifestStream: [UInt8]
-    public var imageID: [UInt8]
+    public var manifestStream: ObjectID
+    public var imageID: ObjectID
     public var statistics: ImportStatistics
 }
 
@@ -86,7 +86,7 @@ extension ImageStore {
         }
         let statistics = try await fetchLayers(missing, from: source, options: options, events: events)
 
-        var layerStreams: [(diffID: Digest, stream: [UInt8])] = []
+        var layerStreams: [(diffID: Digest, stream: ObjectID)] = []
         for diffID in config.rootfs.diff_ids {
             guard let id = repository.streamID(Self.layerStream(diffID)) else { throw .notFound("layer stream \(diffID)") }
             layerStreams.append((diffID, id))
@@ -94,9 +94,9 @@ extension ImageStore {
         events?(.message("Building composefs image"))
         let repository = self.repository
         let layersToMerge = layerStreams
-        let imageID = try await offload { () throws(OCIError) -> [UInt8] in
+        let imageID = try await offload { () throws(OCIError) -> ObjectID in
             let image = try self.buildImage(layers: layersToMerge, storeExpanded: true)
-            do throws(RepositoryError) { return try repository.writeImage(image, name: nil) } catch { throw .repository(error) }
+            return try repositoryCall { () throws(RepositoryError) in try repository.writeImage(image, name: nil) }
         }
         let configStream = try storeConfig(configBytes, digest: configDescriptor.digest, layers: layerStreams, image: imageID)
         events?(.message("Storing manifest \(manifestDigest)"))
@@ -114,11 +114,8 @@ extension ImageStore {
         if let tag { try self.tag(digest, as: tag) }
     }
 
-    private func imageExists(_ id: [UInt8]) -> Bool {
-        (try? repository.openObject(id)).map { fd in
-            close(fd)
-            return true
-        } ?? false
+    private func imageExists(_ id: ObjectID) -> Bool {
+        (try? repository.openObject(id)) != nil
     }
 
     /// The image manifest the reference names, through an index when there is one.
@@ -248,20 +245,6 @@ func offload<T: Sendable>(_ body: @escaping @Sendable () throws(OCIError) -> T) 
         }
     }
     return try result.get()
-}
-
-/// Runs async work to completion from synchronous code (the command-line tools).
-public func runBlocking<T: Sendable>(_ body: @escaping @Sendable () async throws(OCIError) -> T) throws(OCIError) -> T {
-    let box = Mutex<Result<T, OCIError>?>(nil)
-    let done = DispatchSemaphore(value: 0)
-    Task {
-        let result: Result<T, OCIError>
-        do throws(OCIError) { result = .success(try await body()) } catch { result = .failure(error) }
-        box.withLock { $0 = result }
-        done.signal()
-    }
-    done.wait()
-    return try box.withLock { $0 }!.get()
 }
 
 #if canImport(Glibc)

@@ -4,8 +4,7 @@
 // into unnamed temporary files with resumption (Range) when a connection drops.
 
 import AsyncHTTPClient
-import CComposeFSSys
-import ComposeFS
+import ComposeFSBase
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -133,9 +132,11 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
 
     func blob(_ descriptor: Descriptor, progress: (@Sendable (UInt64) -> Void)?) async throws(OCIError) -> BlobFile {
         let what = "blob \(descriptor.digest) of \(name)"
-        let fd = cfsOpenTemporary(in: options.stagingDirectory)
-        guard fd >= 0 else { throw .system(operation: "create temporary file in", path: options.stagingDirectory, code: -fd) }
-        let file = BlobFile(fd: fd, path: what, offset: 0, length: UInt64(descriptor.size))
+        let staging = try systemCall { () throws(SystemError) in
+            try FileDescriptor.openUnnamed(in: try FileDescriptor.open(options.stagingDirectory, O_RDONLY | O_DIRECTORY), mode: 0o600)
+        }
+        let fd = staging.raw
+        let file = BlobFile(file: staging, path: what, offset: 0, length: UInt64(descriptor.size))
         var written: UInt64 = 0
         var lastError: OCIError?
         for _ in 0..<options.attempts {
@@ -178,7 +179,7 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
         case .ok:
             // A server that ignores Range starts over.
             if written > 0 {
-                guard ftruncate(fd, 0) == 0 else { throw .system(operation: "truncate", path: what, code: errno) }
+                guard ftruncate(fd, 0) == 0 else { throw .system(SystemError("truncate", path: what)) }
                 written = 0
             }
         case .partialContent:
@@ -193,7 +194,7 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
                     throw OCIError.badDocument(what: what, reason: "more data than the descriptor's \(descriptor.size) bytes")
                 }
                 try buffer.withUnsafeReadableBytes { (bytes) throws(OCIError) in
-                    try writeAll(fd, bytes, at: written, what: what)
+                    try systemCall { () throws(SystemError) in try pwriteAll(fd, bytes, at: written, path: what) }
                 }
                 written += count
                 progress?(count)
@@ -394,23 +395,4 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
         let detail = body.isEmpty ? "" : ": " + body.prefix(300).trimmingCharacters(in: .whitespacesAndNewlines)
         return "registry answered \(response.status.code) \(response.status.reasonPhrase)\(detail)"
     }
-}
-
-/// pwrite all of `bytes` at `offset`.
-func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, what: String) throws(OCIError) {
-    var done = 0
-    while done < bytes.count {
-        let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
-        if n < 0 && errno == EINTR { continue }
-        guard n > 0 else { throw .system(operation: "write", path: what, code: errno) }
-        done += n
-    }
-}
-
-/// An unnamed file (O_TMPFILE) in `directory`; a negative errno on failure.
-func cfsOpenTemporary(in directory: String) -> Int32 {
-    let dirfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    guard dirfd >= 0 else { return -errno }
-    defer { close(dirfd) }
-    return cfs_open_tmpfile(dirfd, 0o600)
 }

@@ -10,15 +10,15 @@
 // Nothing here touches the host file system: the tree is built in memory.
 
 import ComposeFS
+import ComposeFSBase
 import EROFS
 import FsVerity
-import Repository
 
 struct Rootfs {
     let root: Inode
     let algorithm: FsVerityAlgorithm
     /// Makes the object of a sparse file's expanded content; returns its digest.
-    let expandSparse: (_ entry: TarEntry, _ content: EntryContent) throws(OCIError) -> [UInt8]
+    let expandSparse: (_ entry: TarEntry, _ content: EntryContent) throws(OCIError) -> ObjectID
 
     static let whiteoutPrefix = Array(".wh.".utf8)
     static let opaqueMarker = Array(".wh..wh..opq".utf8)
@@ -27,7 +27,7 @@ struct Rootfs {
 
     init(
         algorithm: FsVerityAlgorithm,
-        expandSparse: @escaping (_ entry: TarEntry, _ content: EntryContent) throws(OCIError) -> [UInt8]
+        expandSparse: @escaping (_ entry: TarEntry, _ content: EntryContent) throws(OCIError) -> ObjectID
     ) {
         root = Inode(mode: FileMode.directory | 0o755)
         self.algorithm = algorithm
@@ -195,7 +195,7 @@ struct Rootfs {
                 throw fail("sparse file too small to be sparse")
             }
             inode.digest = id
-            inode.payload = ContentProcessor.objectPath(digest: id)
+            inode.payload = Array(id.objectPath.utf8)
             return
         }
         switch content {
@@ -209,7 +209,7 @@ struct Rootfs {
         case let .object(id):
             guard entry.size > UInt64(Limits.recommendedInlineContentMax) else { throw fail("small file stored as an object") }
             inode.digest = id
-            inode.payload = ContentProcessor.objectPath(digest: id)
+            inode.payload = Array(id.objectPath.utf8)
         }
     }
 
@@ -243,4 +243,26 @@ struct Rootfs {
     static func deviceNumber(major: UInt32, minor: UInt32) -> UInt32 {
         (major & 0xFFF) << 8 | (minor & 0xFF) | (minor & 0xFFF00) << 12
     }
+}
+
+extension TarEntry {
+    /// The components of a member's path, as the merge resolves them ("." and empty parts
+    /// dropped); nil for a path with ".." or an over-long name, which the merge refuses.
+    public static func components(of path: [UInt8]) -> [[UInt8]]? { try? Rootfs.components(of: path, layer: "") }
+
+    /// st_mode: the file type of the entry's kind with its permissions.
+    public var mode: UInt32 {
+        let type = switch kind {
+        case .regular: FileMode.regular
+        case .directory: FileMode.directory
+        case .symlink: FileMode.symlink
+        case .characterDevice: FileMode.characterDevice
+        case .blockDevice: FileMode.blockDevice
+        case .fifo, .hardlink: FileMode.fifo
+        }
+        return type | permissions
+    }
+
+    /// The device numbers as composefs stores them.
+    public var deviceNumber: UInt32 { Rootfs.deviceNumber(major: deviceMajor, minor: deviceMinor) }
 }

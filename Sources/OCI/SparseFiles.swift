@@ -3,6 +3,7 @@
 // of its own when the rootfs is built.
 
 import ComposeFS
+import ComposeFSBase
 import FsVerity
 import Repository
 
@@ -15,14 +16,13 @@ enum SparseFiles {
     static let expandedSizeMax: UInt64 = 16 << 30
 
     /// The digest of the expanded file; with `store`, the object is written too.
-    static func expand(_ entry: TarEntry, _ content: EntryContent, repository: Repository, store: Bool) throws(OCIError) -> [UInt8] {
+    static func expand(_ entry: TarEntry, _ content: EntryContent, repository: Repository, store: Bool) throws(OCIError) -> ObjectID {
         let path = displayBytes(entry.path)
         func fail(_ reason: String) -> OCIError { .badTar(layer: "sparse file", entry: path, reason: reason) }
         guard entry.size <= expandedSizeMax else {
             throw fail("sparse file of \(entry.size) bytes (at most \(expandedSizeMax) accepted)")
         }
         var data = try DataReader(content: content, size: entry.dataSize, repository: repository)
-        defer { data.close() }
         var map = entry.sparseMap ?? []
         if entry.sparseMapInData {
             map = try readMap(&data, fail: fail)
@@ -36,7 +36,7 @@ enum SparseFiles {
             var remaining = count
             while remaining > 0 {
                 let n = Int(min(remaining, UInt64(zeros.count)))
-                try withRawBytes(zeros) { (raw) throws(OCIError) in try sink.write(UnsafeRawBufferPointer(rebasing: raw[0..<n])) }
+                try withBytes(zeros[..<n]) { (raw) throws(OCIError) in try sink.write(raw) }
                 remaining -= UInt64(n)
             }
         }
@@ -73,7 +73,7 @@ enum SparseFiles {
     /// The archived data of the member, inline or from its object.
     private struct DataReader {
         let inline: [UInt8]?
-        let fd: Int32
+        let file: FileDescriptor?
         let size: UInt64
         var position: UInt64 = 0
 
@@ -82,17 +82,15 @@ enum SparseFiles {
             switch content {
             case .none:
                 inline = []
-                fd = -1
+                file = nil
             case let .inline(bytes):
                 inline = bytes
-                fd = -1
+                file = nil
             case let .object(id):
                 inline = nil
-                do { fd = try repository.openObject(id) } catch { throw .repository(error) }
+                file = try repositoryCall { () throws(RepositoryError) in try repository.openObject(id) }
             }
         }
-
-        func close() { if fd >= 0 { Glibc.close(fd) } }
 
         mutating func byte() throws(OCIError) -> UInt8? {
             var value: UInt8 = 0
@@ -115,7 +113,7 @@ enum SparseFiles {
                     try read(into: pointer.baseAddress!, count: n)
                 }
                 guard got == n else { throw fail("sparse data is truncated") }
-                try withRawBytes(buffer) { (raw) throws(OCIError) in try sink.write(UnsafeRawBufferPointer(rebasing: raw[0..<n])) }
+                try withBytes(buffer[..<n]) { (raw) throws(OCIError) in try sink.write(raw) }
                 remaining -= UInt64(n)
             }
         }
@@ -128,13 +126,9 @@ enum SparseFiles {
                 position += UInt64(available)
                 return available
             }
-            var done = 0
-            while done < available {
-                let n = pread(fd, target + done, available - done, off_t(position) + off_t(done))
-                if n < 0 && errno == EINTR { continue }
-                guard n >= 0 else { throw .system(operation: "read", path: "sparse file object", code: errno) }
-                if n == 0 { break }
-                done += n
+            guard let file else { return 0 }
+            let done = try systemCall { () throws(SystemError) in
+                try preadAll(file.raw, into: UnsafeMutableRawBufferPointer(start: target, count: available), at: position, path: file.path)
             }
             position += UInt64(done)
             return done
@@ -159,10 +153,8 @@ enum SparseFiles {
             }
         }
 
-        func finish() throws(OCIError) -> [UInt8] {
-            if let writer {
-                do { return try writer.finish().id } catch { throw .repository(error) }
-            }
+        func finish() throws(OCIError) -> ObjectID {
+            if let writer { return try repositoryCall { () throws(RepositoryError) in try writer.finish().id } }
             return hasher.finalize()
         }
     }

@@ -11,6 +11,7 @@
 // Extended headers: typeflag 'x' (pax, next entry), 'g' (pax global), 'L'/'K' (GNU long name / link).
 
 import ComposeFS
+import ComposeFSBase
 
 /// What a tar member is.
 public enum TarEntryKind: Sendable, Equatable {

@@ -1,7 +1,9 @@
 // fsck: every object's digest against its name, every entry and ref resolvable, every object
-// an image or stream names present. Reports as composefs-rs's `cfsctl fsck` does; `repair`
-// removes what cannot be right (corrupt objects, stray files, dangling links).
+// an image or stream names present. Finds what composefs-rs's `cfsctl fsck` finds, with its
+// error types; `repair` removes what cannot be right (corrupt objects, stray files, dangling
+// links).
 
+import ComposeFSBase
 import FsVerity
 
 #if canImport(Glibc)
@@ -19,19 +21,7 @@ public struct FsckError: Equatable, Sendable {
         a.type == b.type && a.path == b.path && a.fields.map(\.0) == b.fields.map(\.0) && a.fields.map(\.1) == b.fields.map(\.1)
     }
 
-    /// One line: "fsck: TYPE: PATH: details".
-    public var line: String {
-        let details: String
-        switch type {
-        case "object-digest-mismatch": details = "measured \(value("measured"))"
-        case "missing-object-ref", "image-missing-object": details = value("objectId")
-        case "missing-named-ref": details = "ref \(value("refName")): \(value("objectId"))"
-        default: details = fields.map(\.1).joined(separator: ": ")
-        }
-        return "fsck: \(type): \(path)" + (details.isEmpty ? "" : ": \(details)")
-    }
-
-    func value(_ key: String) -> String { fields.first { $0.0 == key }?.1 ?? "" }
+    public func value(_ key: String) -> String { fields.first { $0.0 == key }?.1 ?? "" }
 }
 
 public struct FsckReport: Equatable, Sendable {
@@ -50,39 +40,6 @@ public struct FsckReport: Equatable, Sendable {
 
     public var ok: Bool { errors.isEmpty }
 
-    /// The text report; the caller exits non-zero when `ok` is false.
-    public var text: String {
-        var lines = [
-            "meta.json: \(hasMetadata ? "ok" : "error")",
-            "objects: \(objectsChecked - objectsCorrupted)/\(objectsChecked) ok",
-            "streams: \(streamsChecked - streamsCorrupted)/\(streamsChecked) ok",
-            "images: \(imagesChecked - imagesCorrupted)/\(imagesChecked) ok",
-        ]
-        if brokenLinks > 0 { lines.append("broken symlinks: \(brokenLinks)") }
-        if missingObjects > 0 { lines.append("missing objects: \(missingObjects)") }
-        lines.append(ok ? "status: ok" : "status: \(errors.count) error(s)")
-        lines += errors.map { "  - \($0.line)" }
-        lines += repaired.map { "repaired: removed \($0)" }
-        return lines.joined(separator: "\n") + "\n"
-    }
-
-    /// composefs-rs's `fsck --json` document.
-    public var json: String {
-        func errorObject(_ error: FsckError) -> String {
-            let fields = [("type", error.type), ("path", error.path)] + error.fields
-            return "    {\n" + fields.map { "      \(jsonString($0.0)): \(jsonString($0.1))" }.joined(separator: ",\n") + "\n    }"
-        }
-        var members = [
-            "\"ok\": \(ok)", "\"hasMetadata\": \(hasMetadata)",
-            "\"objectsChecked\": \(objectsChecked)", "\"objectsCorrupted\": \(objectsCorrupted)",
-            "\"streamsChecked\": \(streamsChecked)", "\"streamsCorrupted\": \(streamsCorrupted)",
-            "\"imagesChecked\": \(imagesChecked)", "\"imagesCorrupted\": \(imagesCorrupted)",
-            "\"brokenLinks\": \(brokenLinks)", "\"missingObjects\": \(missingObjects)",
-        ]
-        members.append(errors.isEmpty ? "\"errors\": []" : "\"errors\": [\n" + errors.map(errorObject).joined(separator: ",\n") + "\n  ]")
-        if !repaired.isEmpty { members.append("\"repaired\": [" + repaired.map(jsonString).joined(separator: ", ") + "]") }
-        return "{\n" + members.map { "  " + $0 }.joined(separator: ",\n") + "\n}\n"
-    }
 }
 
 extension Repository {
@@ -94,7 +51,7 @@ extension Repository {
         var repaired: [String] = []
         func remove(_ relative: String) {
             guard repair else { return }
-            if unlinkat(directory, relative, 0) == 0 { repaired.append(relative) }
+            if unlinkat(directory.raw, relative, 0) == 0 { repaired.append(relative) }
         }
 
         // Objects: named by their own digest, nothing else in objects/.
@@ -115,19 +72,19 @@ extension Repository {
                     report.errors.append(FsckError(type: type, path: relative, fields: fields))
                     remove(relative)
                 }
-                guard let id = objectID(fromPath: relative), name.count == algorithm.digestSize * 2 - 2 else {
+                guard let id = ObjectID(objectPath: relative, algorithm: algorithm), name.count == algorithm.digestSize * 2 - 2 else {
                     fail("object-invalid-name", [("detail", "not an object name (a temporary file left behind?)")])
                     continue
                 }
-                let fd = openat(directory, relative, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+                let fd = openat(directory.raw, relative, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
                 guard fd >= 0 else {
                     fail("object-open-failed", [("detail", String(cString: strerror(errno)))])
                     continue
                 }
                 defer { close(fd) }
-                let measured: [UInt8]
+                let measured: ObjectID
                 do throws(FsVerityError) {
-                    measured = try FsVerity.measure(fileDescriptor: fd).digest
+                    measured = try FsVerity.measure(fileDescriptor: fd)
                 } catch .notEnabled, .notSupported {
                     guard !isSecure else {
                         fail("object-verity-missing", [])
@@ -143,7 +100,7 @@ extension Repository {
                     fail("object-verity-failed", [("detail", "\(error)")])
                     continue
                 }
-                if measured != id { fail("object-digest-mismatch", [("measured", Hex.encode(measured))]) }
+                if measured != id { fail("object-digest-mismatch", [("measured", measured.hex)]) }
             }
         }
 
@@ -166,8 +123,8 @@ extension Repository {
                     report.errors.append(FsckError(type: "entry-not-symlink", path: relative, fields: []))
                     continue
                 }
-                guard let target = readLink(at: directory, relative), let id = objectID(fromPath: target),
-                    let bytes = try? readFile(at: directory, relative)
+                guard let target = readLink(at: directory.raw, relative), let id = ObjectID(objectPath: target, algorithm: algorithm),
+                    let bytes = try? readFile(relative)
                 else {
                     corrupt = true
                     report.brokenLinks += 1
@@ -175,12 +132,13 @@ extension Repository {
                     remove(relative)
                     continue
                 }
-                let referenced: [[UInt8]]
+                let referenced: [ObjectID]
                 if category == "images" {
-                    let fd = openat(directory, "objects/" + objectPath(id), O_RDONLY | O_CLOEXEC)
-                    defer { if fd >= 0 { close(fd) } }
                     do throws(RepositoryError) {
-                        referenced = try referencedObjects(imageFD: fd, path: relative)
+                        let file = try system { () throws(SystemError) in
+                            try FileDescriptor.open("objects/" + id.objectPath, O_RDONLY, relativeTo: directory)
+                        }
+                        referenced = referencedObjects(try readImage(file, path: relative))
                     } catch {
                         corrupt = true
                         report.errors.append(FsckError(type: "image-invalid", path: relative, fields: [("detail", "\(error)")]))
@@ -198,12 +156,12 @@ extension Repository {
                 }
                 for object in referenced {
                     var info = stat()
-                    guard fstatat(directory, "objects/" + objectPath(object), &info, 0) != 0 else { continue }
+                    guard fstatat(directory.raw, "objects/" + object.objectPath, &info, 0) != 0 else { continue }
                     corrupt = true
                     report.missingObjects += 1
                     report.errors.append(FsckError(
                         type: category == "images" ? "image-missing-object" : "missing-object-ref", path: relative,
-                        fields: [("objectId", Hex.encode(object))]))
+                        fields: [("objectId", object.hex)]))
                 }
             }
             try checkRefs(category + "/refs", report: &report, remove: remove)
@@ -219,7 +177,7 @@ extension Repository {
                 try checkRefs(child, report: &report, remove: remove)
             } else if type == DT_LNK {
                 var info = stat()
-                if fstatat(directory, child, &info, 0) != 0 {
+                if fstatat(directory.raw, child, &info, 0) != 0 {
                     report.brokenLinks += 1
                     report.errors.append(FsckError(type: "broken-symlink", path: child, fields: []))
                     remove(child)

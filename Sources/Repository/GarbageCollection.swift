@@ -1,6 +1,7 @@
 // gc: everything reachable from a ref (images/refs/…, streams/refs/…) or a root given by name
 // stays; other objects go, and so do symlinks left pointing at nothing.
 
+import ComposeFSBase
 import FsVerity
 
 #if canImport(Glibc)
@@ -21,7 +22,7 @@ extension Repository {
         if !dryRun { try lockExclusive() }
         defer { if !dryRun { try? lockShared() } }
 
-        var live = Set<[UInt8]>()
+        var live = Set<ObjectID>()
         // Images reached from refs or named roots.
         let imageEntries = try entries(of: "images")
         var imageRoots = Set(try refTargets(in: "images/refs"))
@@ -29,11 +30,11 @@ extension Repository {
         for name in imageRoots.sorted() {
             guard let id = imageEntries[name] else { continue }
             live.insert(id)
-            let fd = openat(directory, "objects/" + objectPath(id), O_RDONLY | O_CLOEXEC)
+            let fd = openat(directory.raw, "objects/" + id.objectPath, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { continue }  // a ref to a lost image keeps nothing alive
-            defer { close(fd) }
+            let file = FileDescriptor(owning: fd, path: "images/" + name)
             try checkVerity(fd, expected: id, path: "images/" + name)
-            live.formUnion(try referencedObjects(imageFD: fd, path: "images/" + name))
+            live.formUnion(referencedObjects(try readImage(file, path: "images/" + name)))
         }
         // Streams, and the streams they name, recursively.
         let streamEntries = try entries(of: "streams")
@@ -44,7 +45,7 @@ extension Repository {
         while let name = pendingStreams.popFirst() {
             guard visited.insert(name).inserted, let id = streamEntries[name] else { continue }
             live.insert(id)
-            guard let bytes = try readFile(at: directory, "objects/" + objectPath(id)) else { continue }
+            guard let bytes = try readFile("objects/" + id.objectPath) else { continue }
             let references = try SplitStreamReferences(bytes, algorithm: algorithm)
             live.formUnion(references.objects)
             for stream in references.streams {
@@ -58,13 +59,13 @@ extension Repository {
             let prefixName = Hex.encode([UInt8(prefix)])
             let directoryName = "objects/" + prefixName
             for (name, _) in try list(directoryName) {
-                guard let id = objectID(fromPath: prefixName + "/" + name), !live.contains(id) else { continue }
+                guard let id = ObjectID(objectPath: prefixName + "/" + name, algorithm: algorithm), !live.contains(id) else { continue }
                 var info = stat()
-                guard fstatat(directory, directoryName + "/" + name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+                guard fstatat(directory.raw, directoryName + "/" + name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
                 result.objectsRemoved += 1
                 result.bytesRemoved += Int64(info.st_size)
-                if !dryRun && unlinkat(directory, directoryName + "/" + name, 0) != 0 && errno != ENOENT {
-                    throw .system(operation: "unlink", path: path + "/" + directoryName + "/" + name, code: errno)
+                if !dryRun && unlinkat(directory.raw, directoryName + "/" + name, 0) != 0 && errno != ENOENT {
+                    throw .system(SystemError("unlink", path: path + "/" + directoryName + "/" + name))
                 }
             }
         }
@@ -75,11 +76,11 @@ extension Repository {
 
     /// First-level entries of images/ or streams/ (not refs/, not leftover temporary links),
     /// by name, with the object each names.
-    func entries(of category: String) throws(RepositoryError) -> [String: [UInt8]] {
-        var result: [String: [UInt8]] = [:]
+    func entries(of category: String) throws(RepositoryError) -> [String: ObjectID] {
+        var result: [String: ObjectID] = [:]
         for (name, type) in try list(category) where name != "refs" && !name.hasPrefix(".symlink-") {
-            guard type == DT_LNK, let target = readLink(at: directory, category + "/" + name),
-                let id = objectID(fromPath: target)
+            guard type == DT_LNK, let target = readLink(at: directory.raw, category + "/" + name),
+                let id = ObjectID(objectPath: target, algorithm: algorithm)
             else {
                 throw .corrupt(path: category + "/" + name, reason: "not a symlink to an object")
             }
@@ -95,7 +96,7 @@ extension Repository {
             let child = refs + "/" + name
             if type == DT_DIR {
                 targets += try refTargets(in: child)
-            } else if type == DT_LNK, let target = readLink(at: directory, child),
+            } else if type == DT_LNK, let target = readLink(at: directory.raw, child),
                 let last = target.split(separator: "/").last
             {
                 targets.append(String(last))
@@ -117,11 +118,11 @@ extension Repository {
                 }
                 guard type == DT_LNK else { continue }
                 var info = stat()
-                let broken = fstatat(directory, child, &info, 0) != 0 && errno == ENOENT
+                let broken = fstatat(directory.raw, child, &info, 0) != 0 && errno == ENOENT
                 guard broken || name.hasPrefix(".symlink-") else { continue }
                 pruned += 1
-                if !dryRun && unlinkat(directory, child, 0) != 0 && errno != ENOENT {
-                    throw .system(operation: "unlink", path: path + "/" + child, code: errno)
+                if !dryRun && unlinkat(directory.raw, child, 0) != 0 && errno != ENOENT {
+                    throw .system(SystemError("unlink", path: path + "/" + child))
                 }
             }
         }
@@ -131,14 +132,15 @@ extension Repository {
 
     /// Names and d_types in a directory below the repository; empty if it does not exist.
     func list(_ relative: String) throws(RepositoryError) -> [(String, UInt8)] {
-        let fd = openat(directory, relative, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let fd = openat(directory.raw, relative, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else {
             if errno == ENOENT || errno == ENOTDIR { return [] }
-            throw .system(operation: "open", path: path + "/" + relative, code: errno)
+            throw .system(SystemError("open", path: path + "/" + relative))
         }
         guard let stream = fdopendir(fd) else {
+            let code = errno
             close(fd)
-            throw .system(operation: "opendir", path: path + "/" + relative, code: errno)
+            throw .system(SystemError("opendir", path: path + "/" + relative, code: code))
         }
         defer { closedir(stream) }
         var result: [(String, UInt8)] = []
@@ -150,7 +152,7 @@ extension Repository {
             var type = entry.pointee.d_type
             if type == DT_UNKNOWN {
                 var info = stat()
-                if fstatat(directory, relative + "/" + name, &info, AT_SYMLINK_NOFOLLOW) == 0 {
+                if fstatat(directory.raw, relative + "/" + name, &info, AT_SYMLINK_NOFOLLOW) == 0 {
                     switch info.st_mode & S_IFMT {
                     case S_IFDIR: type = UInt8(DT_DIR)
                     case S_IFLNK: type = UInt8(DT_LNK)

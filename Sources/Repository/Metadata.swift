@@ -1,7 +1,7 @@
 // meta.json: the repository's format version, digest algorithm and feature flags, in the
 // layout composefs-rs writes (doc/repository.md).
 
-import Foundation
+import ComposeFSBase
 import FsVerity
 
 /// The digest naming every object: `fsverity-<hash>-<lg blocksize>`.
@@ -75,30 +75,31 @@ public struct RepositoryMetadata: Sendable, Equatable {
     }
 
     public init(decoding bytes: [UInt8]) throws(RepositoryError) {
-        let object: [String: Any]
-        do {
-            guard let parsed = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
-                throw RepositoryError.invalidMetadata("not a JSON object")
-            }
-            object = parsed
-        } catch let error as RepositoryError {
-            throw error
-        } catch {
-            throw .invalidMetadata("failed to parse meta.json: \(error.localizedDescription)")
+        let document: JSONValue
+        do throws(JSONError) { document = try JSONValue.parse(bytes) } catch {
+            throw .invalidMetadata("failed to parse meta.json: \(error)")
         }
-        guard let version = object["version"] as? Int, version >= 0 else {
+        guard case .object = document else { throw .invalidMetadata("not a JSON object") }
+        guard case let .integer(version)? = document["version"], version >= 0 else {
             throw .invalidMetadata("failed to parse meta.json: missing or invalid \"version\"")
         }
-        guard let algorithmText = object["algorithm"] as? String else {
+        guard case let .string(algorithmText)? = document["algorithm"] else {
             throw .invalidMetadata("failed to parse meta.json: missing or invalid \"algorithm\"")
         }
-        self.version = version
+        self.version = Int(version)
         self.algorithm = try RepositoryAlgorithm(parsing: algorithmText)
-        let features = object["features"] as? [String: Any] ?? [:]
+        let features = document["features"]
         func strings(_ key: String) throws(RepositoryError) -> [String] {
-            guard let value = features[key] else { return [] }
-            guard let list = value as? [String] else {
+            guard let value = features?[key] else { return [] }
+            guard case let .array(items) = value else {
                 throw .invalidMetadata("failed to parse meta.json: \"features.\(key)\" is not a list of strings")
+            }
+            var list: [String] = []
+            for item in items {
+                guard case let .string(text) = item else {
+                    throw .invalidMetadata("failed to parse meta.json: \"features.\(key)\" is not a list of strings")
+                }
+                list.append(text)
             }
             return list
         }
@@ -119,20 +120,4 @@ public struct RepositoryMetadata: Sendable, Equatable {
                 "repository requires unknown incompatible features: [\(incompatible.map { jsonString($0) }.joined(separator: ", "))]")
         }
     }
-}
-
-public func jsonString(_ text: String) -> String {
-    var result = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": result += "\\\""
-        case "\\": result += "\\\\"
-        case "\n": result += "\\n"
-        case "\r": result += "\\r"
-        case "\t": result += "\\t"
-        case let c where c.value < 0x20: result += String(format: "\\u%04x", c.value)
-        default: result.unicodeScalars.append(scalar)
-        }
-    }
-    return result + "\""
 }

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
+import ComposeFSBase
+import ComposeFSBuild
+import EROFS
+import FsVerity
 
-public enum RepositoryError: Error, Equatable, CustomStringConvertible {
+public enum RepositoryError: Error, CustomStringConvertible {
     case invalidAlgorithm(String)
     case invalidMetadata(String)
     /// The repository needs something this implementation does not have.
@@ -13,11 +14,17 @@ public enum RepositoryError: Error, Equatable, CustomStringConvertible {
     case invalidName(String)
     case notFound(String)
     /// The kernel's fs-verity digest of a file is not the one its name promises.
-    case digestMismatch(path: String, expected: String, actual: String)
+    case digestMismatch(path: String, expected: ObjectID, actual: ObjectID)
     /// A secure repository holds a file without fs-verity.
     case verityMissing(path: String)
+    /// fs-verity could not be enabled on or measured of a file.
+    case verity(path: String, FsVerityError)
+    /// A stored image that does not read back.
+    case badImage(path: String, ImageFormatError)
     case corrupt(path: String, reason: String)
-    case system(operation: String, path: String, code: Int32)
+    /// Building the tree of a directory failed (a file could not be read, …).
+    case build(BuildError)
+    case system(SystemError)
 
     public var description: String {
         switch self {
@@ -32,13 +39,25 @@ public enum RepositoryError: Error, Equatable, CustomStringConvertible {
         case let .notFound(what):
             "\(what) not found"
         case let .digestMismatch(path, expected, actual):
-            "fs-verity content mismatch for \(path): expected \(expected), found \(actual)"
+            "fs-verity content mismatch for \(path): expected \(expected.hex), found \(actual.hex)"
         case let .verityMissing(path):
             "\(path) has no fs-verity but the repository requires it"
+        case let .verity(path, error):
+            "\(path): fs-verity: \(error)"
+        case let .badImage(path, error):
+            "\(path): \(error)"
         case let .corrupt(path, reason):
             "\(path): \(reason)"
-        case let .system(operation, path, code):
-            "\(operation) '\(path)': \(String(cString: strerror(code)))"
+        case let .build(error):
+            error.description
+        case let .system(error):
+            error.description
         }
     }
+}
+
+/// Runs a system operation, its failure a repository error.
+@inline(__always)
+func system<T>(_ body: () throws(SystemError) -> T) throws(RepositoryError) -> T {
+    do { return try body() } catch { throw .system(error) }
 }

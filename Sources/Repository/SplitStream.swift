@@ -5,6 +5,8 @@
 // Layout, little-endian:
 //   header (32 bytes): magic "SplitStream", version u8 = 0, flags u16 = 0, algorithm u8,
 //                      lg_blocksize u8 = 12, info range {start u64, end u64}
+//                      (older writers put the info range first: {info range, flags u16,
+//                      magic[11], version u8, algorithm u8, lg_blocksize u8})
 //   info (80 bytes):   stream_refs range, object_refs range, stream range (zstd),
 //                      named_refs range (zstd), content_type u64, stream_size u64
 //   stream_refs:       digests of split streams this one names (uncompressed)
@@ -14,21 +16,127 @@
 // The writer uses libzstd's defaults (level 3) the way composefs-rs does, so the same content
 // gives the same stream object.
 
-import CZstd
+import ComposeFSBase
 import FsVerity
 
-#if canImport(Glibc)
-import Glibc
-#endif
+/// The header and info section: where every other section is.
+struct SplitStreamLayout {
+    static let magic = Array("SplitStream".utf8)
+    static let headerSize = 32
+    static let infoSize = 80
+    static let logBlockSize: UInt8 = 12
+
+    var algorithm: FsVerityAlgorithm
+    var streamRefs: Range<Int>
+    var objectRefs: Range<Int>
+    var stream: Range<Int>
+    var namedRefs: Range<Int>
+    var contentType: UInt64
+    /// Bytes of the reassembled stream.
+    var size: UInt64
+
+    init(
+        algorithm: FsVerityAlgorithm, streamRefs: Range<Int>, objectRefs: Range<Int>, stream: Range<Int>, namedRefs: Range<Int>,
+        contentType: UInt64, size: UInt64
+    ) {
+        self.algorithm = algorithm
+        self.streamRefs = streamRefs
+        self.objectRefs = objectRefs
+        self.stream = stream
+        self.namedRefs = namedRefs
+        self.contentType = contentType
+        self.size = size
+    }
+
+    /// The header (with the info section right after it) and the info section.
+    func encode(into out: inout ByteWriter) {
+        out.bytes(Self.magic)
+        out.u8(0)  // version
+        out.u16(0)  // flags
+        out.u8(algorithm.rawValue)
+        out.u8(Self.logBlockSize)
+        out.u64(UInt64(Self.headerSize))
+        out.u64(UInt64(Self.headerSize + Self.infoSize))
+        for range in [streamRefs, objectRefs, stream, namedRefs] {
+            out.u64(UInt64(range.lowerBound))
+            out.u64(UInt64(range.upperBound))
+        }
+        out.u64(contentType)
+        out.u64(size)
+    }
+
+    /// Decodes and checks the header and info of a stream.
+    init(decoding r: ByteReader, algorithm: FsVerityAlgorithm) throws(RepositoryError) {
+        func fail(_ reason: String) -> RepositoryError { .corrupt(path: "split stream", reason: reason) }
+        guard r.count >= Self.headerSize else { throw fail("truncated header") }
+        // Where the info range and the version byte are, in the current layout or the older one.
+        let (rangeOffset, versionOffset): (Int, Int)
+        if (try? r.bytes(at: 0, count: Self.magic.count)) == Self.magic {
+            (rangeOffset, versionOffset) = (16, 11)
+        } else if (try? r.bytes(at: 18, count: Self.magic.count)) == Self.magic {
+            (rangeOffset, versionOffset) = (0, 29)
+        } else {
+            throw fail("Invalid splitstream header magic value")
+        }
+        // The header is whole: these reads are inside it.
+        let version = r.base[versionOffset]
+        let algorithmOffset = versionOffset + (rangeOffset == 16 ? 3 : 1)
+        guard version == 0 else { throw fail("Invalid splitstream version \(version)") }
+        guard r.base[algorithmOffset] == algorithm.rawValue else { throw fail("Invalid splitstream fs-verity algorithm type") }
+        guard r.base[algorithmOffset + 1] == Self.logBlockSize else { throw fail("Invalid splitstream fs-verity block size") }
+        func range(_ at: Int) throws(RepositoryError) -> Range<Int> {
+            guard let start = try? r.u64(at: at), let end = try? r.u64(at: at + 8),
+                let lower = Int(exactly: start), let upper = Int(exactly: end), lower <= upper, upper <= r.count
+            else { throw fail("bad section range") }
+            return lower..<upper
+        }
+        func number(_ at: Int) throws(RepositoryError) -> UInt64 {
+            guard let value = try? r.u64(at: at) else { throw fail("truncated") }
+            return value
+        }
+        let info = try range(rangeOffset)
+        guard info.count >= Self.infoSize else { throw fail("bad info range") }
+        self.algorithm = algorithm
+        streamRefs = try range(info.lowerBound)
+        objectRefs = try range(info.lowerBound + 16)
+        stream = try range(info.lowerBound + 32)
+        namedRefs = try range(info.lowerBound + 48)
+        contentType = try number(info.lowerBound + 64)
+        size = try number(info.lowerBound + 72)
+        for refs in [streamRefs, objectRefs] where refs.count % algorithm.digestSize != 0 {
+            throw fail("reference array is not whole digests")
+        }
+    }
+}
+
+/// The reference arrays of a split stream: what gc and fsck need to know which objects and
+/// streams it keeps alive. They are stored uncompressed, so this reads no zstd.
+public struct SplitStreamReferences: Sendable {
+    /// Other split streams this one names.
+    public var streams: [ObjectID]
+    /// The objects whose content makes up the stream.
+    public var objects: [ObjectID]
+
+    init(_ bytes: [UInt8], algorithm: FsVerityAlgorithm) throws(RepositoryError) {
+        let layout = try withBytes(bytes) { (buffer) throws(RepositoryError) in try SplitStreamLayout(decoding: ByteReader(buffer), algorithm: algorithm) }
+        func ids(_ range: Range<Int>) -> [ObjectID] {
+            stride(from: range.lowerBound, to: range.upperBound, by: algorithm.digestSize).compactMap {
+                ObjectID(algorithm: algorithm, bytes: bytes[$0..<$0 + algorithm.digestSize])
+            }
+        }
+        streams = ids(layout.streamRefs)
+        objects = ids(layout.objectRefs)
+    }
+}
 
 public struct SplitStreamWriter {
     public let algorithm: FsVerityAlgorithm
     public let contentType: UInt64
-    private var chunks: [UInt8] = []
+    private var chunks = ByteWriter()
     private var pendingInline: [UInt8] = []
-    private var objectRefs: [[UInt8]] = []
-    private var objectIndex: [[UInt8]: Int] = [:]
-    private var streamRefs: [[UInt8]] = []
+    private var objectRefs: [ObjectID] = []
+    private var objectIndex: [ObjectID: Int] = [:]
+    private var streamRefs: [ObjectID] = []
     private var namedRefs: [String: Int] = [:]
     private var size: UInt64 = 0
 
@@ -43,19 +151,19 @@ public struct SplitStreamWriter {
     }
 
     /// A reference to an object of `size` bytes already in the repository.
-    public mutating func writeExternal(_ id: [UInt8], size objectSize: UInt64) {
+    public mutating func writeExternal(_ id: ObjectID, size objectSize: UInt64) {
         flushInline()
         let index = objectIndex[id] ?? {
             objectRefs.append(id)
             objectIndex[id] = objectRefs.count - 1
             return objectRefs.count - 1
         }()
-        appendInt64(Int64(index))
+        chunks.u64(UInt64(index))
         size += objectSize
     }
 
     /// Names another split stream (by its object id) under `name`.
-    public mutating func addNamedStreamRef(_ name: String, _ id: [UInt8]) {
+    public mutating func addNamedStreamRef(_ name: String, _ id: ObjectID) {
         let index = streamRefs.firstIndex(of: id) ?? {
             streamRefs.append(id)
             return streamRefs.count - 1
@@ -71,39 +179,28 @@ public struct SplitStreamWriter {
             named += Array("\(namedRefs[name] ?? 0):\(name)".utf8) + [0]
         }
         let namedCompressed = try zstdCompress(named)
-        let streamCompressed = try zstdCompress(chunks)
-        var out: [UInt8] = []
-        func u64(_ value: UInt64) { for i in 0..<8 { out.append(UInt8(truncatingIfNeeded: value >> (8 * i))) } }
-        let infoStart: UInt64 = 32
-        let streamRefsStart = infoStart + 80
-        let objectRefsStart = streamRefsStart + UInt64(streamRefs.count * algorithm.digestSize)
-        let namedStart = objectRefsStart + UInt64(objectRefs.count * algorithm.digestSize)
-        let streamStart = namedStart + UInt64(namedCompressed.count)
-        out += SplitStreamReferences.magic + [0, 0, 0, algorithm.rawValue, 12]
-        u64(infoStart)
-        u64(streamRefsStart)
-        u64(streamRefsStart); u64(objectRefsStart)
-        u64(objectRefsStart); u64(namedStart)
-        u64(streamStart); u64(streamStart + UInt64(streamCompressed.count))
-        u64(namedStart); u64(streamStart)
-        u64(contentType)
-        u64(size)
-        for id in streamRefs { out += id }
-        for id in objectRefs { out += id }
-        out += namedCompressed
-        out += streamCompressed
-        return out
+        let streamCompressed = try zstdCompress(chunks.bytes)
+        let streamRefsStart = SplitStreamLayout.headerSize + SplitStreamLayout.infoSize
+        let objectRefsStart = streamRefsStart + streamRefs.count * algorithm.digestSize
+        let namedStart = objectRefsStart + objectRefs.count * algorithm.digestSize
+        let streamStart = namedStart + namedCompressed.count
+        let layout = SplitStreamLayout(
+            algorithm: algorithm, streamRefs: streamRefsStart..<objectRefsStart, objectRefs: objectRefsStart..<namedStart,
+            stream: streamStart..<streamStart + streamCompressed.count, namedRefs: namedStart..<streamStart,
+            contentType: contentType, size: size)
+        var out = ByteWriter(capacity: streamStart + streamCompressed.count)
+        layout.encode(into: &out)
+        for id in streamRefs + objectRefs { out.bytes(id.bytes) }
+        out.bytes(namedCompressed)
+        out.bytes(streamCompressed)
+        return out.bytes
     }
 
     private mutating func flushInline() {
         guard !pendingInline.isEmpty else { return }
-        appendInt64(-Int64(pendingInline.count))
-        chunks += pendingInline
+        chunks.u64(UInt64(bitPattern: -Int64(pendingInline.count)))
+        chunks.bytes(pendingInline)
         pendingInline.removeAll(keepingCapacity: true)
-    }
-
-    private mutating func appendInt64(_ value: Int64) {
-        for i in 0..<8 { chunks.append(UInt8(truncatingIfNeeded: UInt64(bitPattern: value) >> (8 * i))) }
     }
 }
 
@@ -113,24 +210,17 @@ public struct SplitStream {
     public let contentType: UInt64
     public let size: UInt64
     /// name → stream_refs digest.
-    public let namedRefs: [String: [UInt8]]
+    public let namedRefs: [String: ObjectID]
     private let chunks: [UInt8]
 
     public init(_ bytes: [UInt8], algorithm: FsVerityAlgorithm) throws(RepositoryError) {
+        let layout = try withBytes(bytes) { (buffer) throws(RepositoryError) in try SplitStreamLayout(decoding: ByteReader(buffer), algorithm: algorithm) }
         references = try SplitStreamReferences(bytes, algorithm: algorithm)
-        let info = references.infoStart
-        func range(_ at: Int) throws(RepositoryError) -> Range<Int> {
-            guard let start = Int(exactly: try littleEndian64(bytes, info + at)),
-                let end = Int(exactly: try littleEndian64(bytes, info + at + 8)),
-                start <= end, end <= bytes.count
-            else { throw .corrupt(path: "split stream", reason: "bad section range") }
-            return start..<end
-        }
-        chunks = try zstdDecompress(Array(bytes[try range(32)]))
-        let named = try zstdDecompress(Array(bytes[try range(48)]))
-        contentType = try littleEndian64(bytes, info + 64)
-        size = try littleEndian64(bytes, info + 72)
-        var refs: [String: [UInt8]] = [:]
+        chunks = try zstdDecompress(Array(bytes[layout.stream]))
+        contentType = layout.contentType
+        size = layout.size
+        let named = try zstdDecompress(Array(bytes[layout.namedRefs]))
+        var refs: [String: ObjectID] = [:]
         var rest = named[...]
         while !rest.isEmpty {
             guard let end = rest.firstIndex(of: 0) else {
@@ -150,127 +240,54 @@ public struct SplitStream {
     /// One piece of the stream: literal bytes, or the whole content of an object.
     public enum Chunk {
         case inline(ArraySlice<UInt8>)
-        case external([UInt8])
+        case external(ObjectID)
     }
 
     /// The pieces in order.
     public func forEachChunk(_ body: (Chunk) throws(RepositoryError) -> Void) throws(RepositoryError) {
-        var offset = 0
-        while offset < chunks.count {
-            guard offset + 8 <= chunks.count else { throw .corrupt(path: "split stream", reason: "truncated chunk header") }
-            let n = Int64(bitPattern: try littleEndian64(chunks, offset))
-            offset += 8
-            if n < 0 {
-                guard let length = Int(exactly: n.magnitude), length <= chunks.count - offset else {
-                    throw .corrupt(path: "split stream", reason: "truncated inline chunk")
+        func fail(_ reason: String) -> RepositoryError { .corrupt(path: "split stream", reason: reason) }
+        try withBytes(chunks) { (buffer) throws(RepositoryError) in
+            let reader = ByteReader(buffer)
+            var offset = 0
+            while offset < chunks.count {
+                guard let header = try? reader.u64(at: offset) else { throw fail("truncated chunk header") }
+                let n = Int64(bitPattern: header)
+                offset += 8
+                if n < 0 {
+                    guard let length = Int(exactly: n.magnitude), length <= chunks.count - offset else {
+                        throw fail("truncated inline chunk")
+                    }
+                    try body(.inline(chunks[offset..<(offset + length)]))
+                    offset += length
+                } else {
+                    guard n < references.objects.count else { throw fail("object index out of range") }
+                    try body(.external(references.objects[Int(n)]))
                 }
-                try body(.inline(chunks[offset..<(offset + length)]))
-                offset += length
-            } else {
-                guard n < references.objects.count else { throw .corrupt(path: "split stream", reason: "object index out of range") }
-                try body(.external(references.objects[Int(n)]))
             }
         }
     }
 
     /// Writes the original bytes: inline chunks as stored, external ones from their objects.
     public func reassemble(
-        openObject: ([UInt8]) throws(RepositoryError) -> Int32, output: (UnsafeRawBufferPointer) throws(RepositoryError) -> Void
+        openObject: (ObjectID) throws(RepositoryError) -> FileDescriptor,
+        output: (UnsafeRawBufferPointer) throws(RepositoryError) -> Void
     ) throws(RepositoryError) {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+        defer { buffer.deallocate() }
         try forEachChunk { (chunk) throws(RepositoryError) in
             switch chunk {
             case let .inline(bytes):
                 try withBytes(bytes, output)
             case let .external(id):
-                let fd = try openObject(id)
-                defer { close(fd) }
-                var buffer = [UInt8](repeating: 0, count: 1 << 16)
+                let file = try openObject(id)
+                var offset: UInt64 = 0
                 while true {
-                    let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-                    if count < 0 && errno == EINTR { continue }
-                    guard count >= 0 else { throw .system(operation: "read", path: "object", code: errno) }
+                    let count = try system { () throws(SystemError) in try preadAll(file.raw, into: buffer, at: offset, path: file.path) }
                     if count == 0 { break }
-                    try withBytes(buffer[..<count], output)
+                    try output(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+                    offset += UInt64(count)
                 }
             }
         }
     }
-}
-
-func littleEndian64(_ bytes: [UInt8], _ offset: Int) throws(RepositoryError) -> UInt64 {
-    guard offset >= 0, offset + 8 <= bytes.count else { throw .corrupt(path: "split stream", reason: "truncated") }
-    var value: UInt64 = 0
-    for i in (0..<8).reversed() { value = value << 8 | UInt64(bytes[offset + i]) }
-    return value
-}
-
-/// One zstd frame, made as composefs-rs makes it: data pushed with ZSTD_e_continue, then one
-/// ZSTD_e_end on empty input (which for empty data gives the 9-byte frame with size 0).
-func zstdCompress(_ input: [UInt8]) throws(RepositoryError) -> [UInt8] {
-    guard let context = ZSTD_createCCtx() else { throw .system(operation: "zstd", path: "compress", code: ENOMEM) }
-    defer { ZSTD_freeCCtx(context) }
-    var output: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: ZSTD_CStreamOutSize())
-    func run(_ data: UnsafeRawBufferPointer, _ mode: ZSTD_EndDirective) throws(RepositoryError) {
-        var inBuffer = ZSTD_inBuffer(src: data.baseAddress, size: data.count, pos: 0)
-        while true {
-            let (remaining, produced) = chunk.withUnsafeMutableBytes { out in
-                var outBuffer = ZSTD_outBuffer(dst: out.baseAddress, size: out.count, pos: 0)
-                let remaining = ZSTD_compressStream2(context, &outBuffer, &inBuffer, mode)
-                return (remaining, outBuffer.pos)
-            }
-            guard ZSTD_isError(remaining) == 0 else {
-                throw .corrupt(path: "zstd", reason: String(cString: ZSTD_getErrorName(remaining)))
-            }
-            output += chunk[..<produced]
-            let done = mode == ZSTD_e_end ? remaining == 0 : inBuffer.pos == inBuffer.size
-            if done { return }
-        }
-    }
-    if !input.isEmpty {
-        try withBytes(input[...]) { data throws(RepositoryError) in try run(data, ZSTD_e_continue) }
-    }
-    try run(UnsafeRawBufferPointer(start: nil, count: 0), ZSTD_e_end)
-    return output
-}
-
-/// Every frame of `input`, decompressed; bounded so a hostile stream cannot exhaust memory.
-func zstdDecompress(_ input: [UInt8], limit: Int = 1 << 32) throws(RepositoryError) -> [UInt8] {
-    guard !input.isEmpty else { return [] }
-    guard let context = ZSTD_createDCtx() else { throw .system(operation: "zstd", path: "decompress", code: ENOMEM) }
-    defer { ZSTD_freeDCtx(context) }
-    var output: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: ZSTD_DStreamOutSize())
-    try withBytes(input[...]) { data throws(RepositoryError) in
-        var inBuffer = ZSTD_inBuffer(src: data.baseAddress, size: data.count, pos: 0)
-        var lastResult = 0
-        while inBuffer.pos < inBuffer.size || lastResult != 0 {
-            let before = inBuffer.pos
-            let (result, produced) = chunk.withUnsafeMutableBytes { out in
-                var outBuffer = ZSTD_outBuffer(dst: out.baseAddress, size: out.count, pos: 0)
-                let result = ZSTD_decompressStream(context, &outBuffer, &inBuffer)
-                return (result, outBuffer.pos)
-            }
-            guard ZSTD_isError(result) == 0 else {
-                throw .corrupt(path: "split stream", reason: "zstd: " + String(cString: ZSTD_getErrorName(result)))
-            }
-            output += chunk[..<produced]
-            guard output.count <= limit else { throw .corrupt(path: "split stream", reason: "decompresses to too much data") }
-            if produced == 0 && inBuffer.pos == before {
-                throw .corrupt(path: "split stream", reason: "truncated zstd frame")
-            }
-            lastResult = result
-        }
-    }
-    return output
-}
-
-/// `withUnsafeBytes` for a body that throws `RepositoryError` (the standard one rethrows untyped).
-func withBytes<R>(
-    _ bytes: ArraySlice<UInt8>, _ body: (UnsafeRawBufferPointer) throws(RepositoryError) -> R
-) throws(RepositoryError) -> R {
-    let result = bytes.withUnsafeBytes { buffer in
-        Result { () throws(RepositoryError) -> R in try body(buffer) }
-    }
-    return try result.get()
 }

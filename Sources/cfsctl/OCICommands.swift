@@ -3,12 +3,13 @@
 import ArgumentParser
 import CComposeFSSys
 import ComposeFS
+import ComposeFSBase
+import ComposeFSBuild
 import ComposeFSCLI
 import Dumpfile
 import FsVerity
 import OCI
 import Repository
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -26,29 +27,6 @@ struct Oci: ParsableCommand {
 
 extension Cfsctl {
     func openImageStore() throws -> ImageStore { ImageStore(repository: try openRepository()) }
-}
-
-/// indicatif's binary units: "N B" below 1 KiB, else two decimals.
-func humanBytes(_ count: UInt64) -> String {
-    guard count >= 1024 else { return "\(count) B" }
-    var value = Double(count)
-    var unit = 0
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"]
-    while value >= 1024 && unit < units.count - 1 {
-        value /= 1024
-        unit += 1
-    }
-    let hundredths = Int((value * 100).rounded())
-    let cents = hundredths % 100
-    return "\(hundredths / 100).\(cents < 10 ? "0" : "")\(cents) \(units[unit])"
-}
-
-/// A tag, or "@sha256:…" for a config digest (dump, compute-id, create-image).
-func openImageForConfig(_ store: ImageStore, _ reference: String) throws -> StoredImage {
-    if reference.hasPrefix("@") {
-        throw ToolError("name the image by tag or by manifest (oci inspect @sha256:…); config digests are not indexed here")
-    }
-    return try store.open(manifest: try store.resolve(reference))
 }
 
 struct OciPull: ParsableCommand {
@@ -77,61 +55,28 @@ struct OciPull: ParsableCommand {
             credentials: creds, authFile: authfile, tlsVerify: tlsVerify, stagingDirectory: store.repository.path)
         let options = PullOptions(platform: chosenPlatform, registry: registry, parallelLayers: max(2, Int(cfs_available_cpus())))
         let tag = name ?? image
-        let reporter = PullReporter()
+        let progress = ProgressReporter()
         let reference = image
         let result = try runBlocking { () async throws(OCIError) -> PullResult in
-            try await store.pull(reference, tag: tag, options: options, events: reporter?.handle)
+            try await store.pull(reference, tag: tag, options: options) { event in
+                switch event {
+                case let .message(text): progress?.message(text)
+                case let .bytes(done, total): progress?.bytes(done: done, total: total)
+                }
+            }
         }
-        reporter?.finish()
+        progress?.finish()
         let statistics = result.statistics
         writeStandardOutput(
             """
             manifest \(result.manifestDigest)
             config   \(result.configDigest)
-            verity   \(Hex.encode(result.manifestStream))
+            verity   \(result.manifestStream.hex)
             tagged   \(tag)
             objects  \(statistics.objectsWritten) new + \(statistics.objectsPresent) already present objects; \
             \(humanBytes(statistics.bytesWritten)) stored, \(humanBytes(statistics.bytesInline)) inlined
 
             """)
-    }
-}
-
-/// Progress on stderr while pulling, only when it is a terminal.
-final class PullReporter: Sendable {
-    private let state = Mutex<(lastDraw: Double, drawn: Bool)>((0, false))
-
-    init?() {
-        guard isatty(2) == 1 else { return nil }
-    }
-
-    @Sendable func handle(_ event: PullEvent) {
-        switch event {
-        case let .message(text):
-            state.withLock { state in
-                writeStandardError((state.drawn ? "\r\u{1B}[K" : "") + text + "\n")
-                state.drawn = false
-            }
-        case let .bytes(done, total):
-            var now = timespec()
-            clock_gettime(CLOCK_MONOTONIC, &now)
-            let seconds = Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
-            state.withLock { state in
-                guard done >= total || seconds - state.lastDraw >= 0.1 else { return }
-                state.lastDraw = seconds
-                state.drawn = true
-                let width = 40
-                let filled = total == 0 ? width : Int(Double(width) * Double(min(done, total)) / Double(total))
-                let bar = String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-                writeStandardError("\r\(bar) \(humanBytes(done))/\(humanBytes(total))\u{1B}[K")
-            }
-        }
-    }
-
-    func finish() {
-        state.withLock { state in
-            if state.drawn { writeStandardError("\r\u{1B}[K") }
-        }
     }
 }
 
@@ -143,7 +88,7 @@ struct OciImages: ParsableCommand {
 
     func run() throws {
         let images = try global.openImageStore().images()
-        writeStandardOutput(json ? ImageStore.imagesJSON(images) : ImageStore.imagesTable(images))
+        writeStandardOutput(json ? ImageListing.json(images) : ImageListing.table(images))
     }
 }
 
@@ -166,7 +111,7 @@ struct OciInspect: ParsableCommand {
         } else if config {
             writeStandardOutput(String(decoding: stored.configBytes, as: UTF8.self) + "\n")
         } else {
-            writeStandardOutput(try store.inspect(stored))
+            writeStandardOutput(try ImageListing.inspect(stored, referrers: try store.referrers(of: stored.manifestDigest)))
         }
     }
 }
@@ -210,12 +155,6 @@ struct OciDump: ParsableCommand {
     }
 }
 
-extension ImageReader {
-    static func read(_ bytes: [UInt8]) throws -> Inode {
-        try bytes.withUnsafeBytes { try ImageReader.read($0) }
-    }
-}
-
 struct OciComputeID: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "compute-id", abstract: "Print the composefs image id of an image (equal to mkcomposefs of its unpacked tree).")
@@ -225,7 +164,7 @@ struct OciComputeID: ParsableCommand {
     func run() throws {
         let store = try global.openImageStore()
         let bytes = try store.composefsImage(of: try store.resolve(image), store: false)
-        writeStandardOutput(Hex.encode(FsVerity.digest(of: bytes, algorithm: store.repository.algorithm)) + "\n")
+        writeStandardOutput(FsVerity.digest(of: bytes, algorithm: store.repository.algorithm).hex + "\n")
     }
 }
 
@@ -240,7 +179,7 @@ struct OciCreateImage: ParsableCommand {
         let store = try global.openImageStore()
         let bytes = try store.composefsImage(of: try store.resolve(image), store: true)
         let id = try store.repository.writeImage(bytes, name: imageName)
-        writeStandardOutput(Hex.encode(id) + "\n")
+        writeStandardOutput(id.hex + "\n")
     }
 }
 
@@ -256,7 +195,7 @@ struct OciMount: ParsableCommand {
         guard let id = try store.open(manifest: digest).imageID else {
             throw ToolError("No composefs EROFS image linked — try re-pulling the image")
         }
-        try mountRepositoryImage(store.repository, name: Hex.encode(id), at: mountpoint)
+        try mountRepositoryImage(store.repository, name: id.hex, at: mountpoint)
     }
 }
 
@@ -270,7 +209,7 @@ struct OciImportLayer: ParsableCommand {
     func run() throws {
         let store = try global.openImageStore()
         let id = try store.importLayer(fromFileDescriptor: 0, diffID: try Digest(parsing: digest), ref: name)
-        writeStandardOutput(idText(id, store.repository.algorithm) + "\n")
+        writeStandardOutput(id.prefixedHex + "\n")
     }
 }
 
@@ -281,7 +220,7 @@ struct OciLsLayer: ParsableCommand {
 
     func run() throws {
         let store = try global.openImageStore()
-        writeStandardOutput(ImageStore.layerListing(try store.layerEntries(try Digest(parsing: name)).entries))
+        writeStandardOutput(LayerListing.dumpfile(try store.layerEntries(try Digest(parsing: name)).entries))
     }
 }
 
@@ -300,17 +239,15 @@ struct OciLayer: ParsableCommand {
     func run() throws {
         let store = try global.openImageStore()
         let diffID = try Digest(parsing: layer)
-        if json { return writeStandardOutput(try store.layerSummary(diffID)) }
-        if dumpfile { return writeStandardOutput(ImageStore.layerListing(try store.layerEntries(diffID).entries)) }
+        if json { return writeStandardOutput(LayerListing.json(try store.layerSummary(diffID))) }
+        if dumpfile { return writeStandardOutput(LayerListing.dumpfile(try store.layerEntries(diffID).entries)) }
         guard isatty(1) == 0 else {
             throw ToolError("Refusing to write tar data to terminal. Redirect to a file, pipe to tar, or use --json for metadata.")
         }
         _ = try store.layerEntries(diffID)
         let output = OutputFile.standardOutput()
         try store.repository.cat("oci-layer-\(diffID)") { bytes throws(RepositoryError) in
-            do throws(SystemError) { try output.write(bytes) } catch {
-                throw .system(operation: "write", path: "stdout", code: error.code)
-            }
+            do throws(SystemError) { try output.write(bytes) } catch { throw .system(error) }
         }
         try output.commit()
     }

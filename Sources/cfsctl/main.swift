@@ -3,12 +3,13 @@
 import ArgumentParser
 import CComposeFSSys
 import ComposeFS
+import ComposeFSBase
+import ComposeFSBuild
 import ComposeFSCLI
 import ComposeFSMount
 import Dumpfile
 import FsVerity
 import Repository
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -81,47 +82,6 @@ struct Cfsctl: ParsableCommand {
     }
 }
 
-/// "Label: done/total" rewritten in place on stderr, at most ten times a second; only when
-/// stdout is a terminal (nil otherwise), so scripts see no progress noise.
-final class ProgressLine: Sendable {
-    let label: String
-    private let lastReport = Mutex<Double>(0)
-
-    init?(label: String) {
-        guard isatty(1) == 1 else { return nil }
-        self.label = label
-    }
-
-    @Sendable func report(done: Int, total: Int) {
-        var now = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &now)
-        let seconds = Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
-        let due = lastReport.withLock { last in
-            guard done == total || seconds - last >= 0.1 else { return false }
-            last = seconds
-            return true
-        }
-        if due { writeStandardError("\r\(label): \(done)/\(total) files") }
-    }
-
-    func finish() { writeStandardError("\r\u{1B}[K") }
-}
-
-/// `sha512:<hex>`, the form composefs-rs prints ids in.
-func idText(_ id: [UInt8], _ algorithm: FsVerityAlgorithm) -> String { "\(algorithm.name):\(Hex.encode(id))" }
-
-func writeStandardOutput(_ text: String) {
-    var bytes = Array(text.utf8)
-    bytes.withUnsafeMutableBytes { buffer in
-        var offset = 0
-        while offset < buffer.count {
-            let n = write(1, buffer.baseAddress! + offset, buffer.count - offset)
-            if n <= 0 { break }
-            offset += n
-        }
-    }
-}
-
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create a repository (meta.json).")
     @ParentCommand var global: Cfsctl
@@ -154,11 +114,12 @@ struct CreateImage: ParsableCommand {
 
     func run() throws {
         let repository = try global.openRepository()
-        let progress = ProgressLine(label: "Storing files")
-        let id = try repository.createImage(
-            from: path, name: imageName, threads: Int(cfs_available_cpus()), progress: progress?.report)
+        let progress = ProgressReporter()
+        let id = try repository.createImage(from: path, name: imageName, threads: Int(cfs_available_cpus())) { done, total in
+            progress?.files("Storing files", done: done, total: total)
+        }
         progress?.finish()
-        writeStandardOutput(idText(id, repository.algorithm) + "\n")
+        writeStandardOutput(id.prefixedHex + "\n")
     }
 }
 
@@ -169,8 +130,8 @@ struct ComputeID: ParsableCommand {
     @Argument(help: "The directory") var path: String
 
     func run() throws {
-        let id = try TreeImage.computeID(directory: path, algorithm: try global.standaloneAlgorithm(), threads: Int(cfs_available_cpus()))
-        writeStandardOutput(Hex.encode(id) + "\n")
+        let id = try Repository.computeID(directory: path, algorithm: try global.standaloneAlgorithm(), threads: Int(cfs_available_cpus()))
+        writeStandardOutput(id.hex + "\n")
     }
 }
 
@@ -181,9 +142,8 @@ struct CreateDumpfile: ParsableCommand {
     @Argument(help: "The directory") var path: String
 
     func run() throws {
-        let image = try TreeImage.build(
-            directory: path, algorithm: try global.standaloneAlgorithm(), threads: Int(cfs_available_cpus()), store: nil)
-        let root = try image.withUnsafeBytes { try ImageReader.read($0) }
+        let image = try Repository.image(of: path, algorithm: try global.standaloneAlgorithm(), threads: Int(cfs_available_cpus()))
+        let root = try ImageReader.read(image)
         let output = OutputFile.standardOutput()
         try DumpfileWriter.write(root: root) { try output.write($0) }
         try output.commit()
@@ -199,7 +159,7 @@ struct ImageObjects: ParsableCommand {
     func run() throws {
         let repository = try global.openRepository()
         let objects = try repository.imageObjects(name)
-        writeStandardOutput(objects.map { idText($0, repository.algorithm) + "\n" }.sorted().joined())
+        writeStandardOutput(objects.map { $0.prefixedHex + "\n" }.sorted().joined())
     }
 }
 
@@ -212,10 +172,7 @@ struct DumpFiles: ParsableCommand {
     @Argument(help: "Paths inside the image, e.g. /usr/bin/sh") var files: [String] = []
 
     func run() throws {
-        let repository = try global.openRepository()
-        let image = try repository.openImage(imageName)
-        defer { close(image.fd) }
-        let root = try ImageReader.read(path: "/proc/self/fd/\(image.fd)")
+        let root = try global.openRepository().readImage(imageName)
         var output: [UInt8] = []
         for file in files {
             let components = file.split(separator: "/").map { Array($0.utf8) }
@@ -257,7 +214,6 @@ struct Mount: ParsableCommand {
 /// Mounts images/NAME with the repository's objects as the data layer.
 func mountRepositoryImage(_ repository: Repository, name: String, at mountpoint: String) throws {
     let image = try repository.openImage(name)
-    defer { close(image.fd) }
     if !repository.isSecure {
         writeStandardError("Warning: \(repository.path) is an insecure repository (no fs-verity): mounting without verification\n")
     }
@@ -266,7 +222,7 @@ func mountRepositoryImage(_ repository: Repository, name: String, at mountpoint:
         basedirs: [repository.path + "/objects"], verity: repository.isSecure && image.verified ? .required : .off,
         readOnly: true)
     do {
-        try ComposefsMount.mount(imageFileDescriptor: image.fd, imageName: name, at: mountpoint, options: options)
+        try ComposefsMount.mount(imageFileDescriptor: image.file.raw, imageName: name, at: mountpoint, options: options)
     } catch {
         throw ToolError("Failed to mount \(name): \(error)")
     }
@@ -280,21 +236,13 @@ struct ImportImage: ParsableCommand {
 
     func run() throws {
         let repository = try global.openRepository()
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
-            if count < 0 && errno == EINTR { continue }
-            guard count >= 0 else { throw ToolError("reading stdin: \(String(cString: strerror(errno)))") }
-            if count == 0 { break }
-            bytes += buffer[..<count]
-        }
+        let bytes = try readAll(0, path: "stdin")
         // Only well-formed composefs images may go where mounts look.
-        do { _ = try bytes.withUnsafeBytes { try ImageReader.read($0) } } catch {
+        do { _ = try ImageReader.read(bytes) } catch {
             throw ToolError("stdin is not a valid composefs image: \(error)")
         }
         let id = try repository.writeImage(bytes, name: reference)
-        writeStandardOutput(idText(id, repository.algorithm) + "\n")
+        writeStandardOutput(id.prefixedHex + "\n")
     }
 }
 
@@ -307,9 +255,7 @@ struct Cat: ParsableCommand {
         let repository = try global.openRepository()
         let output = OutputFile.standardOutput()
         try repository.cat(name) { bytes throws(RepositoryError) in
-            do throws(SystemError) { try output.write(bytes) } catch {
-                throw .system(operation: "write", path: "stdout", code: error.code)
-            }
+            do throws(SystemError) { try output.write(bytes) } catch { throw .system(error) }
         }
         try output.commit()
     }

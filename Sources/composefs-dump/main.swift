@@ -4,6 +4,8 @@
 
 import ArgumentParser
 import ComposeFS
+import ComposeFSBase
+import ComposeFSBuild
 import ComposeFSCLI
 import Dumpfile
 
@@ -37,7 +39,7 @@ struct ComposefsDump: ParsableCommand {
         }
         let output: OutputFile
         do { output = try OutputFile(creating: destination) } catch {
-            throw ToolError("failed to open '\(destination)': " + String(cString: strerror(error.code)))
+            throw ToolError("failed to open '\(destination)': " + SystemError.message(error.code))
         }
         do {
             try ImageWriter.write(root: root, options: ImageOptions(minVersion: version, maxVersion: version)) { chunk in
@@ -50,20 +52,16 @@ struct ComposefsDump: ParsableCommand {
     }
 
     private func load(_ path: String) throws -> (Inode, UInt32) {
-        do {
-            return try ImageReader.withContents(ofFile: path) { (image) throws(ImageReadError) in
-                let version: UInt32
-                do { version = try ImageReader.version(of: image) } catch {
-                    throw .invalid("Failed to get image version '\(path)': \(error)")
-                }
-                do { return (try ImageReader.read(image), version) } catch {
-                    throw .invalid("Failed to load '\(path)': \(error)")
-                }
-            }
-        } catch .io(let error) {
-            throw ToolError("Failed to open '\(path)': " + String(cString: strerror(error.code)))
-        } catch {
-            throw ToolError(error.description)
+        let image: MappedFile
+        do { image = try MappedFile(path: path) } catch {
+            throw ToolError("Failed to open '\(path)': " + SystemError.message(error.code))
+        }
+        let version: UInt32
+        do { version = try ImageReader.version(of: image.bytes) } catch {
+            throw ToolError("Failed to get image version '\(path)': \(error)")
+        }
+        do { return (try ImageReader.read(image.bytes), version) } catch {
+            throw ToolError("Failed to load '\(path)': \(error)")
         }
     }
 

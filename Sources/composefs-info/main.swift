@@ -3,6 +3,8 @@
 
 import ArgumentParser
 import ComposeFS
+import ComposeFSBase
+import ComposeFSBuild
 import ComposeFSCLI
 import Dumpfile
 import FsVerity
@@ -74,12 +76,14 @@ struct ComposefsInfo: ParsableCommand {
         guard !paths.isEmpty else { usageFailure("No image path specified") }
         let names = filter.isEmpty ? nil : Set(filter.map { Array($0.utf8) })
         for path in paths {
-            let root: Inode
-            do {
-                root = try ImageReader.read(path: path, filter: names)
-            } catch .io(let error) where error.operation == "open" {
-                throw ToolError("Failed to open '\(path)': " + String(cString: strerror(error.code)))
+            let image: MappedFile
+            do { image = try MappedFile(path: path) } catch where error.operation == "open" {
+                throw ToolError("Failed to open '\(path)': " + SystemError.message(error.code))
             } catch {
+                throw ToolError("Failed to load '\(path)': \(error)")
+            }
+            let root: Inode
+            do { root = try ImageReader.read(image.bytes, filter: names) } catch {
                 throw ToolError("Failed to load '\(path)': \(error)")
             }
             try body(root)
@@ -98,7 +102,7 @@ struct ComposefsInfo: ParsableCommand {
         guard fd >= 0 else { throw ToolError("Failed to open '\(path)': " + String(cString: strerror(errno))) }
         defer { close(fd) }
         do {
-            return Hex.encode(try FsVerity.measureOrCompute(fileDescriptor: fd))
+            return try FsVerity.measureOrCompute(fileDescriptor: fd).hex
         } catch {
             throw ToolError("failed to measure '\(path)': \(error)")
         }

@@ -4,6 +4,8 @@
 import ArgumentParser
 import CComposeFSSys
 import ComposeFS
+import ComposeFSBase
+import ComposeFSBuild
 import ComposeFSCLI
 import Dumpfile
 import FsVerity
@@ -95,7 +97,7 @@ struct Mkcomposefs: ParsableCommand {
             throw ToolError("cannot write file: \(error)")
         }
         if wantDigest {
-            print(Hex.encode(hasher.finalize()))
+            print(hasher.finalize().hex)
         }
         // Done: skip tearing down the tree object by object.
         fflush(nil)
@@ -138,17 +140,13 @@ struct Mkcomposefs: ParsableCommand {
     }
 
     private func readDirectory(threads: Int) throws -> Inode {
-        let scanOptions = ScanOptions(
-            skipXattrs: skipXattrs, userXattrsOnly: userXattrs, useEpoch: useEpoch, skipDevices: skipDevices)
-        let scanned: (root: Inode, files: [ScannedFile])
-        do { scanned = try DirectoryScanner.scan(path: Array(source.utf8), options: scanOptions) } catch { throw ToolError("\(error)") }
+        let scan = ScanOptions(skipXattrs: skipXattrs, userXattrsOnly: userXattrs, useEpoch: useEpoch, skipDevices: skipDevices)
         do {
-            try ContentProcessor.process(
-                files: scanned.files, threads: threads, store: digestStore.map { DigestStore(path: $0) })
+            return try DirectoryTree.build(
+                directory: source, options: BuildOptions(scan: scan, threads: threads), store: digestStore.map { DigestStore(path: $0) })
         } catch {
-            throw ToolError("error computing digest: \(error)")
+            throw ToolError(error.description)
         }
-        return scanned.root
     }
 }
 

@@ -1,3 +1,4 @@
+import ComposeFSBase
 import Foundation
 import FsVerity
 import Testing
@@ -67,7 +68,7 @@ enum ReferenceTool {
     static var isAvailable: Bool { FileManager.default.isExecutableFile(atPath: path) }
 
     /// Runs `fsverity digest` and returns the digest bytes it printed (`sha256:<hex> FILE`).
-    static func digest(_ file: String, algorithm: FsVerityAlgorithm, blockSize: Int) throws -> [UInt8] {
+    static func digest(_ file: String, algorithm: FsVerityAlgorithm, blockSize: Int) throws -> ObjectID {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = ["digest", "--hash-alg=\(algorithm.name)", "--block-size=\(blockSize)", file]
@@ -80,7 +81,7 @@ enum ReferenceTool {
               let line = String(data: data, encoding: .utf8),
               let field = line.split(separator: " ").first,
               field.hasPrefix(algorithm.name + ":"),
-              let digest = Hex.decode(field.dropFirst(algorithm.name.count + 1))
+              let digest = ObjectID(hex: field.dropFirst(algorithm.name.count + 1), algorithm: algorithm)
         else {
             throw ReferenceToolError(output: String(decoding: data, as: UTF8.self))
         }

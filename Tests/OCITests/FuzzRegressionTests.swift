@@ -3,6 +3,7 @@
 // refused with an error, never crash.
 
 import ComposeFS
+import ComposeFSBase
 import Foundation
 import Repository
 import TestSupport
@@ -57,7 +58,7 @@ private func path(_ kind: String, _ name: String) -> String {
             _ = try? Documents.manifestDocument(bytes, mediaType: mediaType, what: "fuzz")
         }
         _ = try? Documents.decode(ImageConfig.self, bytes, what: "fuzz")
-        _ = (try? JSONValue.parse(bytes, what: "fuzz"))?.pretty()
+        _ = (try? JSONValue.parse(bytes))?.pretty()
         let text = String(decoding: bytes, as: UTF8.self)
         _ = RegistrySource.parseChallenge(text)
         _ = try? RegistryReference(parsing: text)

@@ -47,7 +47,7 @@ import Testing
         #expect(collected.objectsRemoved == 0)
         try repository.cat("test-stream") { _ in }
         let report = try repository.fsck()
-        #expect(report.ok, "\(report.text)")
+        #expect(report.ok, "\(report.errors)")
         #expect(report.streamsChecked == 2)
     }
 

@@ -620,7 +620,7 @@ enum Linux {
         where entry.type == S_IFREG && entry.size > 64 {
             let fd = open(built.source + path, O_RDONLY | O_CLOEXEC)
             defer { close(fd) }
-            let hex = Hex.encode(try FsVerity.digest(fileDescriptor: fd))
+            let hex = try FsVerity.digest(fileDescriptor: fd).hex
             fileOfObject[String(hex.prefix(2)) + "/" + String(hex.dropFirst(2))] = String(path.dropFirst())
         }
         let victims = objectFiles.filter { fileOfObject[$0] != nil }.prefix(3)

@@ -53,14 +53,14 @@ import Testing
         // The printed digest is the image's fs-verity digest.
         let fd = open(image, O_RDONLY)
         defer { close(fd) }
-        #expect(printed == Hex.encode(try FsVerity.digest(fileDescriptor: fd)))
+        #expect(try printed == FsVerity.digest(fileDescriptor: fd).hex)
 
         // Objects: one per distinct file over 64 bytes, named by digest, same content.
         let objects = try listFiles(store)
         #expect(objects.count == 2)
         for object in objects {
             let data = try [UInt8](Data(contentsOf: URL(fileURLWithPath: store + "/" + object)))
-            #expect(object == String(Hex.encode(FsVerity.digest(of: data)).enumerated().flatMap { $0.offset == 2 ? ["/", $0.element] : [$0.element] }))
+            #expect(object == FsVerity.digest(of: data).objectPath)
         }
 
         // The same tree digested without writing gives the same digest.

@@ -437,7 +437,7 @@ extension Inode {
             return
         }
         #expect(result.stderr.contains("wrong fs-verity"), "\(result.stderr)")
-        let digest = Hex.encode(try FsVerity.measure(fileDescriptor: fd).digest)
+        let digest = try FsVerity.measure(fileDescriptor: fd).hex
         let good = try runTool("mount.composefs", ["-o", "basedir=\(built.objects),digest=\(digest)", built.image, built.mountpoint])
         #expect(good.status == 0, "\(good.stderr)")
         if good.status == 0 { unmountAndCheck(built.mountpoint) }

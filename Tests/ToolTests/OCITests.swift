@@ -49,7 +49,8 @@ final class OCIFixture: @unchecked Sendable {
         umociDigest = try runTool("mkcomposefs", ["--print-digest-only", umociRootfs]).stdout
             .trimmingCharacters(in: .whitespacesAndNewlines)
 
-        registryPort = 20000 + Int(getpid() % 20000)
+        // Below Linux's ephemeral ports (32768 and up), which clients' own sockets may hold.
+        registryPort = 20000 + Int(getpid() % 12000)
         try Self.startRegistry(in: base, port: registryPort)
         for (source, name) in [(layout, "test:v1"), (multiArchLayout, "multi:v1")] {
             let copy = try run(findExecutable("skopeo")!, [

@@ -25,7 +25,6 @@ ssize_t cfs_copy_file_range(int fd_in, int fd_out, size_t len);
 ssize_t cfs_getdents64(int fd, void *buf, size_t len);
 
 /* Field accessors for one linux_dirent64 record at p. */
-uint64_t cfs_dirent64_ino(const void *p);
 uint16_t cfs_dirent64_reclen(const void *p);
 uint8_t cfs_dirent64_type(const void *p);
 const char *cfs_dirent64_name(const void *p);

@@ -2,6 +2,7 @@
 // beside the destination and renamed over it on success.
 
 import CComposeFSSys
+import ComposeFSBase
 
 #if canImport(Glibc)
 import Glibc

@@ -4,6 +4,8 @@
 // nlink is recomputed, and file content is handled afterwards by ContentProcessor.
 
 import CComposeFSSys
+import ComposeFS
+import ComposeFSBase
 import EROFS
 
 #if canImport(Glibc)
@@ -28,11 +30,31 @@ public struct ScanOptions: Sendable {
     }
 }
 
+/// A file of the tree that could not be read, and why.
 public struct ScanError: Error, CustomStringConvertible {
-    public var path: [UInt8]
-    public var reason: String
+    public enum Reason: Sendable {
+        /// A system call failed with this errno.
+        case system(Int32)
+        /// The file cannot be part of a composefs tree.
+        case tree(TreeError)
+        case emptySymlinkTarget
+        case symlinkTargetTooLong
+        case notADirectory
+    }
 
-    public var description: String { "error accessing \(displayBytes(path)): \(reason)" }
+    public var path: [UInt8]
+    public var reason: Reason
+
+    public var description: String {
+        let text = switch reason {
+        case let .system(code): SystemError.message(code)
+        case let .tree(error): error.description
+        case .emptySymlinkTarget: "empty symlink target"
+        case .symlinkTargetTooLong: "symlink target too long"
+        case .notADirectory: "not a directory"
+        }
+        return "error accessing \(displayBytes(path)): \(text)"
+    }
 }
 
 /// A regular file found by the scan, for content processing.
@@ -43,14 +65,16 @@ public struct ScannedFile {
 }
 
 public struct DirectoryScanner {
-    public let options: ScanOptions
+    let options: ScanOptions
     /// Regular files in scan order.
-    public private(set) var files: [ScannedFile] = []
+    private(set) var files: [ScannedFile] = []
     private let direntBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 8)
     private var listBuffer: [CChar] = Array(repeating: 0, count: 1 << 12)
     private var valueBuffer: [UInt8] = Array(repeating: 0, count: 1 << 12)
 
-    public init(options: ScanOptions) {
+    static let userPrefix = Array("user.".utf8)
+
+    private init(options: ScanOptions) {
         self.options = options
     }
 
@@ -62,7 +86,7 @@ public struct DirectoryScanner {
         let root = try cPath.withUnsafeBufferPointer { (name) throws(ScanError) in
             try scanner.load(dirfd: AT_FDCWD, name: name.baseAddress!, path: path)
         }
-        guard root.isDirectory else { throw ScanError(path: path, reason: "not a directory") }
+        guard root.isDirectory else { throw ScanError(path: path, reason: .notADirectory) }
         try cPath.withUnsafeBufferPointer { (name) throws(ScanError) in
             try scanner.scanDirectory(root, dirfd: AT_FDCWD, name: name.baseAddress!, path: path)
         }
@@ -70,7 +94,7 @@ public struct DirectoryScanner {
     }
 
     private func fail(_ path: [UInt8], _ code: Int32 = errno) -> ScanError {
-        ScanError(path: path, reason: String(cString: strerror(code)))
+        ScanError(path: path, reason: .system(code))
     }
 
     /// Reads one file's metadata (not its content).
@@ -92,7 +116,7 @@ public struct DirectoryScanner {
             }
             guard n >= 0 else { throw fail(path) }
             guard n > 0, n < Limits.pathMax else {
-                throw ScanError(path: path, reason: n == 0 ? "empty symlink target" : "symlink target too long")
+                throw ScanError(path: path, reason: n == 0 ? .emptySymlinkTarget : .symlinkTargetTooLong)
             }
             inode.payload = Array(target[0..<n])
             inode.size = UInt64(n)
@@ -130,7 +154,7 @@ public struct DirectoryScanner {
                 defer { start = end + 1 }
                 if end == start { continue }
                 let key = listBuffer[start..<end].map { UInt8(bitPattern: $0) }
-                if options.userXattrsOnly && !key.hasPrefix(Array("user.".utf8)) { continue }
+                if options.userXattrsOnly && !key.starts(with: Self.userPrefix) { continue }
                 let keyStart = start
                 var valueSize: Int
                 while true {
@@ -146,7 +170,7 @@ public struct DirectoryScanner {
                 do throws(TreeError) {
                     try inode.setXattr(key, Array(valueBuffer[0..<valueSize]), external: true)
                 } catch {
-                    throw ScanError(path: path, reason: error.description)
+                    throw ScanError(path: path, reason: .tree(error))
                 }
             }
         }
@@ -189,7 +213,7 @@ public struct DirectoryScanner {
             do throws(TreeError) {
                 try directory.addEntry(nameBytes, child)
             } catch {
-                throw ScanError(path: childPath, reason: error.description)
+                throw ScanError(path: childPath, reason: .tree(error))
             }
             if child.isDirectory {
                 try childName.withUnsafeBufferPointer { (cName) throws(ScanError) in

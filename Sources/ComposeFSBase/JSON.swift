@@ -1,8 +1,7 @@
-// A JSON value, for printing documents the way composefs-rs does (serde_json's pretty printer:
-// two-space indent, "key": value, keys sorted when the value was built as a map).
+// JSON values as composefs-rs prints them (serde_json's pretty printer: two-space indent,
+// "key": value, map keys sorted), and JSON string literals.
 
 import Foundation
-import Repository
 
 public indirect enum JSONValue: Decodable, Sendable, Equatable {
     case null
@@ -35,11 +34,16 @@ public indirect enum JSONValue: Decodable, Sendable, Equatable {
         }
     }
 
-    static func parse(_ bytes: [UInt8], what: String) throws(OCIError) -> JSONValue {
-        try Documents.decode(JSONValue.self, bytes, what: what)
-    }
+    /// Parses a JSON document; the error says why it is not one.
+    public static func parse(_ bytes: [UInt8]) throws(JSONError) -> JSONValue { try decodeJSON(JSONValue.self, bytes) }
 
     public static func == (a: JSONValue, b: JSONValue) -> Bool { a.pretty() == b.pretty() }
+
+    /// The member `key` of an object.
+    public subscript(key: String) -> JSONValue? {
+        guard case let .object(members) = self else { return nil }
+        return members.first { $0.0 == key }?.1
+    }
 
     /// serde_json's `to_string_pretty`.
     public func pretty(indent: String = "") -> String {
@@ -59,4 +63,42 @@ public indirect enum JSONValue: Decodable, Sendable, Equatable {
                 + "\n" + indent + "}"
         }
     }
+}
+
+/// Decodes a JSON document into `type`.
+public func decodeJSON<T: Decodable>(_ type: T.Type, _ bytes: [UInt8]) throws(JSONError) -> T {
+    do {
+        return try JSONDecoder().decode(T.self, from: Data(bytes))
+    } catch let DecodingError.dataCorrupted(context) {
+        throw JSONError(reason: context.debugDescription)
+    } catch let DecodingError.keyNotFound(key, _) {
+        throw JSONError(reason: "missing field '\(key.stringValue)'")
+    } catch let DecodingError.typeMismatch(_, context) {
+        throw JSONError(reason: "wrong type at '\(context.codingPath.map(\.stringValue).joined(separator: "."))'")
+    } catch {
+        throw JSONError(reason: "not valid JSON")
+    }
+}
+
+/// Bytes that are not the JSON expected, and why.
+public struct JSONError: Error, Sendable, CustomStringConvertible {
+    public var reason: String
+    public var description: String { reason }
+}
+
+/// A JSON string literal.
+public func jsonString(_ text: String) -> String {
+    var result = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": result += "\\\""
+        case "\\": result += "\\\\"
+        case "\n": result += "\\n"
+        case "\r": result += "\\r"
+        case "\t": result += "\\t"
+        case let c where c.value < 0x20: result += String(format: "\\u%04x", c.value)
+        default: result.unicodeScalars.append(scalar)
+        }
+    }
+    return result + "\""
 }

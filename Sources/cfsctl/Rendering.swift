@@ -1,0 +1,193 @@
+// What cfsctl prints, in composefs-rs's formats: fsck reports (text and JSON), the OCI images
+// table and JSON, `oci inspect`, a layer's dumpfile lines and JSON summary.
+
+import ComposeFSBase
+import Dumpfile
+import EROFS
+import FsVerity
+import OCI
+import Repository
+
+// MARK: fsck
+
+extension FsckError {
+    /// "fsck: TYPE: PATH: details".
+    var line: String {
+        let details: String
+        switch type {
+        case "object-digest-mismatch": details = "measured \(value("measured"))"
+        case "missing-object-ref", "image-missing-object": details = value("objectId")
+        case "missing-named-ref": details = "ref \(value("refName")): \(value("objectId"))"
+        default: details = fields.map(\.1).joined(separator: ": ")
+        }
+        return "fsck: \(type): \(path)" + (details.isEmpty ? "" : ": \(details)")
+    }
+}
+
+extension FsckReport {
+    /// The text report; the command exits non-zero when `ok` is false.
+    var text: String {
+        var lines = [
+            "meta.json: \(hasMetadata ? "ok" : "error")",
+            "objects: \(objectsChecked - objectsCorrupted)/\(objectsChecked) ok",
+            "streams: \(streamsChecked - streamsCorrupted)/\(streamsChecked) ok",
+            "images: \(imagesChecked - imagesCorrupted)/\(imagesChecked) ok",
+        ]
+        if brokenLinks > 0 { lines.append("broken symlinks: \(brokenLinks)") }
+        if missingObjects > 0 { lines.append("missing objects: \(missingObjects)") }
+        lines.append(ok ? "status: ok" : "status: \(errors.count) error(s)")
+        lines += errors.map { "  - \($0.line)" }
+        lines += repaired.map { "repaired: removed \($0)" }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// composefs-rs's `fsck --json` document (without "ok" for the OCI report, which has its own).
+    func jsonMembers(includingOK: Bool) -> [(String, JSONValue)] {
+        var members: [(String, JSONValue)] = includingOK ? [("ok", .bool(ok))] : []
+        members += [
+            ("hasMetadata", .bool(hasMetadata)),
+            ("objectsChecked", .integer(Int64(objectsChecked))), ("objectsCorrupted", .integer(Int64(objectsCorrupted))),
+            ("streamsChecked", .integer(Int64(streamsChecked))), ("streamsCorrupted", .integer(Int64(streamsCorrupted))),
+            ("imagesChecked", .integer(Int64(imagesChecked))), ("imagesCorrupted", .integer(Int64(imagesCorrupted))),
+            ("brokenLinks", .integer(Int64(brokenLinks))), ("missingObjects", .integer(Int64(missingObjects))),
+            ("errors", .array(errors.map { error in
+                .object([("type", .string(error.type)), ("path", .string(error.path))] + error.fields.map { ($0.0, .string($0.1)) })
+            })),
+        ]
+        if !repaired.isEmpty { members.append(("repaired", .array(repaired.map { .string($0) }))) }
+        return members
+    }
+
+    var json: String { JSONValue.object(jsonMembers(includingOK: true)).pretty() + "\n" }
+}
+
+extension ImageCheckReport.Problem {
+    var line: String { "fsck: \(type): \(name): " + fields.map(\.1).joined(separator: ": ") }
+}
+
+extension ImageCheckReport {
+    var text: String {
+        var text = "oci images: \(imagesChecked - imagesCorrupted)/\(imagesChecked) ok\n"
+        if !problems.isEmpty {
+            text += "oci errors: \(problems.count)\n" + problems.map { "  - \($0.line)\n" }.joined()
+        }
+        return text
+    }
+
+    func json(repository: FsckReport) -> String {
+        JSONValue.object([
+            ("ok", .bool(ok && repository.ok)), ("repoResult", .object(repository.jsonMembers(includingOK: false))),
+            ("imagesChecked", .integer(Int64(imagesChecked))), ("imagesCorrupted", .integer(Int64(imagesCorrupted))),
+            ("errors", .array(problems.map { problem in
+                .object([("type", .string(problem.type)), ("name", .string(problem.name))] + problem.fields.map { ($0.0, .string($0.1)) })
+            })),
+        ]).pretty() + "\n"
+    }
+}
+
+// MARK: OCI images
+
+enum ImageListing {
+    static func table(_ images: [ImageSummary]) -> String {
+        guard !images.isEmpty else { return "No images found\n" }
+        let header = ["NAME", "DIGEST", "ARCH", "LAYERS", "REFS"]
+        let rows = images.map { image in
+            [image.name, String(image.manifestDigest.hex.prefix(12)), image.architecture.isEmpty ? "artifact" : image.architecture,
+             String(image.layerCount), String(image.referrerCount)]
+        }
+        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+        func line(_ left: String, _ fill: String, _ middle: String, _ right: String) -> String {
+            left + widths.map { String(repeating: fill, count: $0 + 2) }.joined(separator: middle) + right + "\n"
+        }
+        func row(_ cells: [String]) -> String {
+            "│" + zip(cells, widths).map { " " + $0 + String(repeating: " ", count: $1 - $0.count) + " " }.joined(separator: "┆") + "│\n"
+        }
+        var text = line("┌", "─", "┬", "┐") + row(header) + line("╞", "═", "╪", "╡")
+        text += rows.map(row).joined(separator: line("├", "╌", "┼", "┤"))
+        return text + line("└", "─", "┴", "┘")
+    }
+
+    static func json(_ images: [ImageSummary]) -> String {
+        JSONValue.array(images.map { image in
+            .object([
+                ("name", .string(image.name)), ("manifestDigest", .string(image.manifestDigest.description)),
+                ("isContainer", .bool(image.isContainer)), ("architecture", .string(image.architecture)),
+                ("os", .string(image.os)), ("created", image.created.map { .string($0) } ?? .null),
+                ("layerCount", .integer(Int64(image.layerCount))), ("referrerCount", .integer(Int64(image.referrerCount))),
+            ])
+        }).pretty() + "\n"
+    }
+
+    /// `inspect`: manifest, config and the composefs image, keys sorted at every level.
+    static func inspect(_ image: StoredImage, referrers: [Digest]) throws -> String {
+        var members: [(String, JSONValue)] = []
+        if let id = image.imageID { members.append(("composefs_erofs", .string(id.hex))) }
+        members.append(("config", try JSONValue.parse(image.configBytes)))
+        members.append(("manifest", try JSONValue.parse(image.manifestBytes)))
+        members.append(("referrers", .array(referrers.map { .object([("digest", .string($0.description))]) })))
+        return JSONValue.object(members).pretty() + "\n"
+    }
+}
+
+// MARK: Layers
+
+enum LayerListing {
+    /// One composefs-dump(5) line per tar entry, in archive order.
+    static func dumpfile(_ entries: [LayerEntry]) -> String {
+        var out: [UInt8] = []
+        func field(_ bytes: [UInt8]?) {
+            out.append(0x20)
+            Escaping.escapeOptional(bytes, style: .loneDash, into: &out)
+        }
+        func absolute(_ path: [UInt8], otherwise fallback: [[UInt8]]) -> [UInt8] {
+            [UInt8(ascii: "/")] + Array((TarEntry.components(of: path) ?? fallback).joined(separator: [UInt8(ascii: "/")]))
+        }
+        for item in entries {
+            let entry = item.entry
+            Escaping.escape(absolute(entry.path, otherwise: [entry.path]), into: &out)
+            if entry.kind == .hardlink {
+                out += Array(" 0 @120000 - - - - 0.0".utf8)
+                field(absolute(entry.linkTarget, otherwise: []))
+                out += Array(" - -\n".utf8)
+                continue
+            }
+            let size = entry.kind == .symlink ? UInt64(entry.linkTarget.count) : entry.size
+            out += Array(" \(size) \(String(entry.mode, radix: 8)) 1 \(entry.uid) \(entry.gid) \(entry.deviceNumber) \(entry.mtime.seconds).\(entry.mtime.nanoseconds)".utf8)
+            var payload: [UInt8]?
+            var content: [UInt8]?
+            var digest: [UInt8]?
+            switch (entry.kind, item.content) {
+            case (.symlink, _): payload = entry.linkTarget
+            case let (.regular, .inline(bytes)): content = bytes
+            case let (.regular, .object(id)):
+                payload = Array(id.objectPath.utf8)
+                digest = Array(id.hex.utf8)
+            default: break
+            }
+            field(payload)
+            field(content)
+            field(digest)
+            for xattr in entry.xattrs.sorted(by: { compareBytes($0.key, $1.key) < 0 }) {
+                out.append(0x20)
+                Escaping.escape(xattr.key, style: .equals, into: &out)
+                out.append(UInt8(ascii: "="))
+                Escaping.escape(xattr.value, style: .equals, into: &out)
+            }
+            out.append(0x0A)
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// `layer --json`.
+    static func json(_ summary: LayerSummary) -> String {
+        JSONValue.object([
+            ("diffId", .string(summary.diffID.description)), ("verity", .string(summary.streamID.hex)),
+            ("size", .integer(Int64(summary.size))), ("entryCount", .integer(Int64(summary.entryCount))),
+            ("splitstream", .object([
+                ("externalObjects", .integer(Int64(summary.externalObjects))),
+                ("externalSize", .integer(Int64(summary.externalSize))),
+                ("inlineSize", .integer(Int64(summary.size) - Int64(summary.externalSize))),
+            ])),
+        ]).pretty() + "\n"
+    }
+}
