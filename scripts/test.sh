@@ -29,5 +29,12 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
 fi
 
+# The reference vectors and tools live beside the checkout; in CI their absence is an error
+# (in a user's clone the tests that need them are skipped, with the reason).
+if [ "${CI:-}" = true ] && [ ! -d ../shared/vectors/composefs-assets ]; then
+    echo "error: CI=true but ../shared/vectors/composefs-assets is missing" >&2
+    exit 1
+fi
+
 swift build --build-tests
 swift test --skip-build --parallel --num-workers 2

@@ -70,17 +70,31 @@ public final class FileDescriptor: @unchecked Sendable {
     }
 }
 
+/// One read(2) at the current offset, retried on EINTR: up to `buffer.count` bytes, 0 at the end.
+public func readSome(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, path: String) throws(SystemError) -> Int {
+    while true {
+        let count = read(fd, buffer.baseAddress, buffer.count)
+        if count >= 0 { return count }
+        if errno != EINTR { throw SystemError("read", path: path) }
+    }
+}
+
+/// One pread(2) at `offset`, retried on EINTR: up to `buffer.count` bytes, 0 at the end.
+public func preadSome(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, path: String) throws(SystemError) -> Int {
+    while true {
+        let count = pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+        if count >= 0 { return count }
+        if errno != EINTR { throw SystemError("read", path: path) }
+    }
+}
+
 /// Reads from the current offset to the end of the file.
 public func readAll(_ fd: Int32, path: String) throws(SystemError) -> [UInt8] {
     var result: [UInt8] = []
     let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
     defer { chunk.deallocate() }
     while true {
-        let count = read(fd, chunk.baseAddress, chunk.count)
-        if count < 0 {
-            if errno == EINTR { continue }
-            throw SystemError("read", path: path)
-        }
+        let count = try readSome(fd, into: chunk, path: path)
         if count == 0 { return result }
         result.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[..<count]))
     }
@@ -132,12 +146,7 @@ public func pwriteAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, at offset: 
 public func preadAll(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64, path: String) throws(SystemError) -> Int {
     var done = 0
     while done < buffer.count {
-        guard let base = buffer.baseAddress else { return 0 }
-        let count = pread(fd, base + done, buffer.count - done, off_t(offset) + off_t(done))
-        if count < 0 {
-            if errno == EINTR { continue }
-            throw SystemError("read", path: path)
-        }
+        let count = try preadSome(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]), at: offset + UInt64(done), path: path)
         if count == 0 { break }
         done += count
     }

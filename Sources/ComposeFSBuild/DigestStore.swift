@@ -73,11 +73,8 @@ public func copyContents(from source: Int32, to destination: Int32, destination 
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bufferSize, alignment: 16)
     defer { buffer.deallocate() }
     while true {
-        let n = read(source, buffer.baseAddress, bufferSize)
-        if n < 0 {
-            if errno == EINTR { continue }
-            throw SystemError("read source for", path: path)
-        }
+        let n: Int
+        do { n = try readSome(source, into: buffer, path: path) } catch { throw SystemError("read source for", path: path, code: error.code) }
         if n == 0 { return }
         try writeAll(destination, UnsafeRawBufferPointer(rebasing: buffer[0..<n]), path: path)
     }

@@ -2,6 +2,7 @@
 // exit codes (1 for every failure, usage errors included).
 
 import ArgumentParser
+import ComposeFSBase
 
 #if canImport(Glibc)
 import Glibc
@@ -40,15 +41,7 @@ public func writeStandardError(_ message: String) { writeText(message, to: 2) }
 
 public func writeStandardOutput(_ text: String) { writeText(text, to: 1) }
 
+/// Best effort: there is nowhere left to report a failure to write to stdout or stderr.
 private func writeText(_ text: String, to fd: Int32) {
-    var bytes = Array(text.utf8)
-    bytes.withUnsafeMutableBytes { buffer in
-        var offset = 0
-        while offset < buffer.count {
-            let n = write(fd, buffer.baseAddress! + offset, buffer.count - offset)
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            offset += n
-        }
-    }
+    try? withBytes(Array(text.utf8)) { (bytes) throws(SystemError) in try writeAll(fd, bytes, path: "") }
 }

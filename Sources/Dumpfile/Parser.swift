@@ -88,10 +88,9 @@ public struct DumpfileParser {
         let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 16)
         defer { chunk.deallocate() }
         while true {
-            let n = read(fd, chunk.baseAddress, chunkSize)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw DumpfileError(line: 0, reason: .io("read error: " + String(cString: strerror(errno))))
+            let n: Int
+            do { n = try readSome(fd, into: chunk, path: "") } catch {
+                throw DumpfileError(line: 0, reason: .io("read error: " + SystemError.message(error.code)))
             }
             try splitter.feed(UnsafeRawBufferPointer(rebasing: chunk[0..<n]), final: n == 0) {
                 (line, terminated) throws(DumpfileError) in

@@ -13,19 +13,7 @@ public enum DumpfileWriter {
 
     /// Writes the dump of `root`, depth-first with children in entry order.
     public static func write(root: Inode, to output: (UnsafeRawBufferPointer) throws -> Void) rethrows {
-        let primaryPaths = primaryPaths(root)
-        var buffer: [UInt8] = []
-        buffer.reserveCapacity(chunkSize + 4096)
-        writeLine(root, path: [UInt8(ascii: "/")], primaryPath: nil, into: &buffer)
-        try forEachEntry(root, style: []) { entry, path in
-            let primary = entry.isHardlink ? primaryPaths[ObjectIdentifier(entry.inode)] : nil
-            writeLine(entry.inode, path: path, primaryPath: primary, into: &buffer)
-            if buffer.count >= chunkSize {
-                try buffer.withUnsafeBytes { try output($0) }
-                buffer.removeAll(keepingCapacity: true)
-            }
-        }
-        try buffer.withUnsafeBytes { try output($0) }
+        try write(subtree: root, at: [UInt8(ascii: "/")], isHardlink: false, root: root, to: output)
     }
 
     /// The lines of the entry at `path` (absolute, unescaped) and, for a directory, of
@@ -38,6 +26,7 @@ public enum DumpfileWriter {
         var escapedPath: [UInt8] = []
         Escaping.escape(path, style: [], into: &escapedPath)
         var buffer: [UInt8] = []
+        buffer.reserveCapacity(chunkSize + 4096)
         writeLine(inode, path: escapedPath, primaryPath: isHardlink ? primaryPaths[ObjectIdentifier(inode)] : nil, into: &buffer)
         if inode.isDirectory && !isHardlink {
             // Paths below "/" must not start with "//".

@@ -206,10 +206,10 @@ public struct ImageView: @unchecked Sendable {
 
     /// The number of dirents in a piece: the first name offset says where the dirents end.
     func direntCount(_ piece: ByteRange, _ nid: UInt64) throws(ImageFormatError) -> Int {
-        guard piece.count >= Dirent.size else {
+        guard piece.count >= Dirent.size, let first = try? Dirent(decoding: reader, at: piece.start) else {
             throw .invalid("inode \(nid): directory block: \(piece.count) bytes is too small for an entry")
         }
-        let namesStart = Int(image.loadUnaligned(fromByteOffset: piece.start + 8, as: UInt16.self).littleEndian)
+        let namesStart = Int(first.nameOffset)
         guard namesStart >= Dirent.size, namesStart % Dirent.size == 0, namesStart <= piece.count else {
             throw .invalid("inode \(nid): directory block: invalid name offset \(namesStart)")
         }
@@ -224,7 +224,7 @@ public struct ImageView: @unchecked Sendable {
         let nameEnd: Int
         do throws(OutOfBounds) {
             dirent = try Dirent(decoding: reader, at: piece.start + i * Dirent.size)
-            nameEnd = i + 1 < count ? Int(try reader.u16(at: piece.start + (i + 1) * Dirent.size + 8)) : piece.count
+            nameEnd = i + 1 < count ? Int(try Dirent(decoding: reader, at: piece.start + (i + 1) * Dirent.size).nameOffset) : piece.count
         } catch {
             throw .invalid("inode \(nid): directory block: \(error)")
         }

@@ -1,4 +1,5 @@
 import CComposeFSSys
+import ComposeFSBase
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -124,14 +125,10 @@ public enum FsVerity {
         }
     }
 
-    /// One pread, retried on EINTR. Returns the byte count, 0 at end of file.
+    /// One pread: the byte count, 0 at end of file.
     static func readAt(
         _ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, offset: Int
     ) throws(FsVerityError) -> Int {
-        while true {
-            let count = pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
-            if count >= 0 { return count }
-            if errno != EINTR { throw .io(errno) }
-        }
+        do { return try preadSome(fd, into: buffer, at: UInt64(offset), path: "") } catch { throw .io(error.code) }
     }
 }

@@ -34,15 +34,13 @@ struct FileRangeSource: ByteSource {
     mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(OCIError) -> Int {
         let wanted = Int(min(UInt64(buffer.count), remaining))
         guard wanted > 0 else { return 0 }
-        while true {
-            let count = pread(fd, buffer.baseAddress, wanted, off_t(offset))
-            if count < 0 && errno == EINTR { continue }
-            guard count >= 0 else { throw .system(SystemError("read", path: path)) }
-            guard count > 0 else { throw .transfer(what: path, reason: "file is shorter than expected (truncated)") }
-            offset += UInt64(count)
-            remaining -= UInt64(count)
-            return count
+        let count = try systemCall { () throws(SystemError) in
+            try preadSome(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<wanted]), at: offset, path: path)
         }
+        guard count > 0 else { throw .transfer(what: path, reason: "file is shorter than expected (truncated)") }
+        offset += UInt64(count)
+        remaining -= UInt64(count)
+        return count
     }
 }
 
@@ -222,12 +220,7 @@ struct DescriptorSource: ByteSource {
     let fd: Int32
 
     mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(OCIError) -> Int {
-        while true {
-            let count = Glibc.read(fd, buffer.baseAddress, buffer.count)
-            if count < 0 && errno == EINTR { continue }
-            guard count >= 0 else { throw .system(SystemError("read", path: "input")) }
-            return count
-        }
+        try systemCall { () throws(SystemError) in try readSome(fd, into: buffer, path: "input") }
     }
 }
 

@@ -135,7 +135,7 @@ extension Repository {
                 let referenced: [ObjectID]
                 if category == "images" {
                     do throws(RepositoryError) {
-                        let file = try system { () throws(SystemError) in
+                        let file = try systemCall { () throws(SystemError) in
                             try FileDescriptor.open("objects/" + id.objectPath, O_RDONLY, relativeTo: directory)
                         }
                         referenced = referencedObjects(try readImage(file, path: relative))

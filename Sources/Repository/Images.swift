@@ -111,7 +111,7 @@ extension Repository {
     }
 
     func readImage(_ file: FileDescriptor, path name: String) throws(RepositoryError) -> Inode {
-        let image = try system { () throws(SystemError) in try MappedFile(path: name, fd: file.raw) }
+        let image = try systemCall { () throws(SystemError) in try MappedFile(path: name, fd: file.raw) }
         do { return try ImageReader.read(image.bytes) } catch { throw .badImage(path: name, error) }
     }
 

@@ -30,10 +30,10 @@ public final class Repository: @unchecked Sendable {
     /// Opens an initialized repository and takes the shared lock.
     public init(path: String) throws(RepositoryError) {
         self.path = path
-        let directory = try system { () throws(SystemError) in try FileDescriptor.open(path, O_RDONLY | O_DIRECTORY) }
+        let directory = try systemCall { () throws(SystemError) in try FileDescriptor.open(path, O_RDONLY | O_DIRECTORY) }
         self.directory = directory
         try Self.lock(directory, LOCK_SH)
-        guard let bytes = try system({ () throws(SystemError) in try ComposeFSBase.readFile("meta.json", relativeTo: directory.raw) }) else {
+        guard let bytes = try systemCall({ () throws(SystemError) in try ComposeFSBase.readFile("meta.json", relativeTo: directory.raw) }) else {
             throw .notInitialized(path: path)
         }
         metadata = try RepositoryMetadata(decoding: bytes)
@@ -50,9 +50,9 @@ public final class Repository: @unchecked Sendable {
     ) throws(RepositoryError) -> InitResult {
         try makeParentDirectories(of: path)
         if mkdir(path, 0o700) != 0 && errno != EEXIST { throw .system(SystemError("mkdir", path: path)) }
-        let directory = try system { () throws(SystemError) in try FileDescriptor.open(path, O_RDONLY | O_DIRECTORY) }
+        let directory = try systemCall { () throws(SystemError) in try FileDescriptor.open(path, O_RDONLY | O_DIRECTORY) }
         let wanted = RepositoryMetadata(algorithm: algorithm)
-        if let existing = try system({ () throws(SystemError) in try ComposeFSBase.readFile("meta.json", relativeTo: directory.raw) }) {
+        if let existing = try systemCall({ () throws(SystemError) in try ComposeFSBase.readFile("meta.json", relativeTo: directory.raw) }) {
             let current = try RepositoryMetadata(decoding: existing)
             guard current == wanted else {
                 throw .alreadyInitialized(path: path, algorithm: current.algorithm.description)
@@ -60,7 +60,7 @@ public final class Repository: @unchecked Sendable {
             return .alreadyInitialized
         }
         let file = try UnnamedFile(in: directory, mode: 0o644)
-        try system { () throws(SystemError) in
+        try systemCall { () throws(SystemError) in
             try file.fd.write(wanted.encoded())
             try file.fd.sync()
         }
@@ -114,7 +114,7 @@ public final class Repository: @unchecked Sendable {
         let objects = try objectsDirectory()
         if try existingObjectMatches(objects, id: id, size: bytes.count) { return (id, true) }
         let file = try UnnamedFile(in: objects, mode: 0o644)
-        try system { () throws(SystemError) in try file.fd.write(bytes) }
+        try systemCall { () throws(SystemError) in try file.fd.write(bytes) }
         try finish(file, id: id, objects: objects)
         return (id, false)
     }
@@ -123,8 +123,8 @@ public final class Repository: @unchecked Sendable {
     func ensureObject(copying source: Int32, id: ObjectID, size: UInt64, objects: FileDescriptor) throws(RepositoryError) {
         if try existingObjectMatches(objects, id: id, size: Int(size)) { return }
         let file = try UnnamedFile(in: objects, mode: 0o644)
-        try system { () throws(SystemError) in try copyContents(from: source, to: file.fd.raw, destination: path + "/objects/" + id.objectPath) }
-        let info = try system { () throws(SystemError) in try file.fd.status() }
+        try systemCall { () throws(SystemError) in try copyContents(from: source, to: file.fd.raw, destination: path + "/objects/" + id.objectPath) }
+        let info = try systemCall { () throws(SystemError) in try file.fd.status() }
         guard UInt64(info.st_size) == size else {
             throw .corrupt(path: path + "/objects/" + id.objectPath, reason: "source changed size while it was copied")
         }
@@ -175,7 +175,7 @@ public final class Repository: @unchecked Sendable {
     /// Opens an object for reading; in a secure repository the kernel must vouch for it.
     public func openObject(_ id: ObjectID) throws(RepositoryError) -> FileDescriptor {
         let name = "objects/" + id.objectPath
-        let file = try system { () throws(SystemError) in try FileDescriptor.open(name, O_RDONLY, relativeTo: directory) }
+        let file = try systemCall { () throws(SystemError) in try FileDescriptor.open(name, O_RDONLY, relativeTo: directory) }
         try checkVerity(file.raw, expected: id, path: name)
         return file
     }
@@ -258,7 +258,7 @@ public final class Repository: @unchecked Sendable {
 
     /// The whole of a small file below the repository; nil if it does not exist.
     func readFile(_ relative: String) throws(RepositoryError) -> [UInt8]? {
-        try system { () throws(SystemError) in try ComposeFSBase.readFile(relative, relativeTo: directory.raw) }
+        try systemCall { () throws(SystemError) in try ComposeFSBase.readFile(relative, relativeTo: directory.raw) }
     }
 
     // MARK: Helpers
@@ -298,7 +298,7 @@ final class UnnamedFile {
     private var readOnly: FileDescriptor?
 
     init(in directory: FileDescriptor, mode: mode_t) throws(RepositoryError) {
-        fd = try system { () throws(SystemError) in try FileDescriptor.openUnnamed(in: directory, mode: mode) }
+        fd = try systemCall { () throws(SystemError) in try FileDescriptor.openUnnamed(in: directory, mode: mode) }
     }
 
     private func readOnlyDescriptor() throws(FsVerityError) -> FileDescriptor {
@@ -342,7 +342,7 @@ public final class ObjectWriter {
     public func write(_ bytes: UnsafeRawBufferPointer) throws(RepositoryError) {
         hasher.update(bytes)
         size += UInt64(bytes.count)
-        try system { () throws(SystemError) in try file.fd.write(bytes) }
+        try systemCall { () throws(SystemError) in try file.fd.write(bytes) }
     }
 
     /// Names the object (unless it exists already) and returns its digest.

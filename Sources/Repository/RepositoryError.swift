@@ -58,6 +58,6 @@ public enum RepositoryError: Error, CustomStringConvertible {
 
 /// Runs a system operation, its failure a repository error.
 @inline(__always)
-func system<T>(_ body: () throws(SystemError) -> T) throws(RepositoryError) -> T {
+func systemCall<T>(_ body: () throws(SystemError) -> T) throws(RepositoryError) -> T {
     do { return try body() } catch { throw .system(error) }
 }

@@ -282,7 +282,7 @@ public struct SplitStream {
                 let file = try openObject(id)
                 var offset: UInt64 = 0
                 while true {
-                    let count = try system { () throws(SystemError) in try preadAll(file.raw, into: buffer, at: offset, path: file.path) }
+                    let count = try systemCall { () throws(SystemError) in try preadAll(file.raw, into: buffer, at: offset, path: file.path) }
                     if count == 0 { break }
                     try output(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
                     offset += UInt64(count)

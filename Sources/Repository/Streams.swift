@@ -76,6 +76,6 @@ extension Repository {
     /// The whole content of an object (checked against its digest where the kernel can).
     public func readObject(_ id: ObjectID) throws(RepositoryError) -> [UInt8] {
         let file = try openObject(id)
-        return try system { () throws(SystemError) in try file.readAll() }
+        return try systemCall { () throws(SystemError) in try file.readAll() }
     }
 }

@@ -305,6 +305,7 @@ struct Transaction: ParsableCommand {
 
     func run() throws {
         let repository = try global.openRepository()
+        writeStandardError("Holding a shared lock on \(repository.path) until stopped\n")
         withExtendedLifetime(repository) {
             while true { pause() }
         }

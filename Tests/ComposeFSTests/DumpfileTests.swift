@@ -24,8 +24,9 @@ private func expectFailure(_ text: String, strict: Bool = false, containing frag
 }
 
 @Suite struct DumpfileTests {
-    @Test func shouldFailVectorsAreRejectedWithLineNumbers() throws {
-        guard let assets = assetDirectory() else { return }
+    @Test(.enabled(if: SharedAssets.runVectorTests, SharedAssets.vectorsMissing))
+    func shouldFailVectorsAreRejectedWithLineNumbers() throws {
+        let assets = URL(fileURLWithPath: try SharedAssets.vectors())
         let names = try FileManager.default.contentsOfDirectory(atPath: assets.path).filter {
             $0.hasPrefix("should-fail-") && $0.hasSuffix(".dump")
         }

@@ -4,6 +4,7 @@
 import CComposeFSSys
 import Foundation
 import Testing
+import TestSupport
 
 @Suite(.serialized) struct CfsctlTests {
     /// A repository in a scratch directory (insecure: this kernel may lack fs-verity).
@@ -164,7 +165,11 @@ import Testing
         let scratch = try Scratch()
         let tree = try scratch.makeTree("tree", files: 2000, seed: 4)
         let expected = try runTool("mkcomposefs", ["--print-digest-only", tree]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        var generator = SystemRandomNumberGenerator()
+        // A new seed each run covers new kill times; the printed seed reproduces a failure
+        // (KILL_SEED=N).
+        let seed = ProcessInfo.processInfo.environment["KILL_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 0...UInt64.max)
+        print("killedImportsLeaveACleanRepository: KILL_SEED=\(seed)")
+        var generator = SplitMix64(seed: seed)
         for round in 0..<8 {
             let process = Process()
             process.executableURL = productsDirectory().appendingPathComponent("cfsctl")
@@ -175,7 +180,7 @@ import Testing
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
             let fsck = try scratch.cfsctl(["--repo", scratch.repo, "fsck"])
-            #expect(fsck.status == 0, "round \(round): \(fsck.stdout)")
+            #expect(fsck.status == 0, "KILL_SEED=\(seed) round \(round): \(fsck.stdout)")
         }
         let finished = try scratch.cfsctl(["--repo", scratch.repo, "create-image", tree, "tree"])
         #expect(finished.stdout == "sha256:\(expected)\n", "\(finished.stderr)")
@@ -216,14 +221,29 @@ import Testing
         let holder = Process()
         holder.executableURL = productsDirectory().appendingPathComponent("cfsctl")
         holder.arguments = ["--repo", scratch.repo, "transaction"]
+        let said = Pipe()
+        holder.standardError = said
         try holder.run()
-        usleep(300_000)
+        // The transaction says once it holds the lock.
+        var told = ""
+        while !told.contains("\n") {
+            let data = said.fileHandleForReading.availableData
+            guard !data.isEmpty else { break }
+            told += String(decoding: data, as: UTF8.self)
+        }
+        #expect(told.contains("Holding a shared lock on \(scratch.repo)"), "\(told)")
         let gc = Process()
         gc.executableURL = productsDirectory().appendingPathComponent("cfsctl")
         gc.arguments = ["--repo", scratch.repo, "gc"]
         gc.standardOutput = FileHandle.nullDevice
         try gc.run()
-        usleep(500_000)
+        // gc waits for the exclusive lock: the kernel lists it as a blocked waiter.
+        func waiting() -> Bool {
+            let locks = (try? String(contentsOfFile: "/proc/locks", encoding: .utf8)) ?? ""
+            return locks.split(separator: "\n").contains { $0.contains("-> FLOCK") && $0.contains(" \(gc.processIdentifier) ") }
+        }
+        for _ in 0..<500 where !waiting() && gc.isRunning { usleep(10_000) }
+        #expect(waiting(), "gc does not wait for the lock")
         #expect(gc.isRunning, "gc ran while a transaction held the repository")
         kill(holder.processIdentifier, SIGKILL)
         holder.waitUntilExit()

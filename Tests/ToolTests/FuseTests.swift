@@ -1,8 +1,7 @@
 // composefs-fuse end to end: images built by our mkcomposefs from random trees and from
 // the reference vectors, mounted through FUSE, must show the tree they were built from
 // (as an unprivileged overlayfs mount would: user.* xattrs only), and exactly what the
-// reference composefs-fuse shows for the same image when that is available
-// (REFERENCE_COMPOSEFS_FUSE=/path/to/composefs-fuse).
+// reference composefs-fuse (../shared/reference) shows for the same image.
 
 import CComposeFSSys
 import ComposeFS
@@ -45,16 +44,6 @@ enum FuseEnvironment {
         return unavailableReason == nil
     }
 
-    /// The reference composefs-fuse to compare with, if configured.
-    static var reference: String? {
-        guard let path = ProcessInfo.processInfo.environment["REFERENCE_COMPOSEFS_FUSE"],
-            FileManager.default.isExecutableFile(atPath: path)
-        else {
-            print("not comparing with the reference composefs-fuse: REFERENCE_COMPOSEFS_FUSE is not set")
-            return nil
-        }
-        return path
-    }
 }
 
 /// The composefs-fuse servers the tests started, by mountpoint.
@@ -373,14 +362,16 @@ enum Linux {
 
     /// Side by side with the reference composefs-fuse on the same images: identical
     /// inode numbers, link counts, attributes, listings, cookies, xattrs and contents.
-    @Test(.enabled(if: FuseEnvironment.canMount)) func identicalToReferenceFuse() throws {
-        guard let reference = FuseEnvironment.reference else { return }
+    @Test(.enabled(if: FuseEnvironment.canMount), .enabled(if: SharedAssets.runCReferenceTests, SharedAssets.cReferenceMissing))
+    func identicalToReferenceFuse() throws {
+        let reference = try SharedAssets.cTool("composefs-fuse")
         var images: [(label: String, image: String, objects: String?, work: TemporaryDirectory)] = []
         for seed in Self.seeds.prefix(3) {
             let (built, summary) = try Self.build(seed: seed)
             images.append((summary.description, built.image, built.objects, built.work))
         }
-        if let assets = assetsDirectory() {
+        if SharedAssets.runVectorTests {
+            let assets = try SharedAssets.vectors()
             for name in ["special.dump", "special_v1.dump", "longlink.dump", "bigfile-xattr.dump", "config-with-hard-link.dump.gz"] {
                 let work = try TemporaryDirectory()
                 let image = work.url.appendingPathComponent("vector.cfs").path
@@ -438,8 +429,9 @@ enum Linux {
 
     /// Every reference vector, mounted without its objects: the metadata (hard links
     /// included: images from dumpfiles keep them) must be the dumpfile's.
-    @Test(.enabled(if: FuseEnvironment.canMount)) func vectorsShowTheirDumpfiles() throws {
-        guard let assets = assetsDirectory() else { return }
+    @Test(.enabled(if: FuseEnvironment.canMount), .enabled(if: SharedAssets.runVectorTests, SharedAssets.vectorsMissing))
+    func vectorsShowTheirDumpfiles() throws {
+        let assets = try SharedAssets.vectors()
         let work = try TemporaryDirectory()
         let image = work.url.appendingPathComponent("vector.cfs").path
         let mountpoint = work.url.appendingPathComponent("mnt").path

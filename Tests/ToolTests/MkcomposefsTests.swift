@@ -4,6 +4,7 @@ import CComposeFSSys
 import Foundation
 import FsVerity
 import Testing
+import TestSupport
 
 @Suite(.serialized) struct MkcomposefsTests {
     /// A tree with every kind of file, fixed contents, modes and mtimes.
@@ -70,8 +71,9 @@ import Testing
         if let fsck = findExecutable("fsck.erofs") {
             #expect(try run(fsck, [image]).status == 0)
         }
-        // Bit-identical to the reference mkcomposefs when one is available.
-        if let reference = ProcessInfo.processInfo.environment["REFERENCE_MKCOMPOSEFS"] {
+        // Bit-identical to the reference mkcomposefs.
+        if SharedAssets.runCReferenceTests {
+            let reference = try SharedAssets.cTool("mkcomposefs")
             let refImage = work.url.appendingPathComponent("ref.cfs").path
             #expect(try run(reference, [tree.path, refImage]).status == 0)
             #expect(try Data(contentsOf: URL(fileURLWithPath: refImage)) == Data(contentsOf: URL(fileURLWithPath: image)))
@@ -121,8 +123,9 @@ import Testing
         #expect(try runTool("mkcomposefs", ["--min-version=x", dump.path, image]).status == 1)
     }
 
-    @Test func shouldFailVectorsThroughTheBinary() throws {
-        guard let assets = assetsDirectory() else { return }
+    @Test(.enabled(if: SharedAssets.runVectorTests, SharedAssets.vectorsMissing))
+    func shouldFailVectorsThroughTheBinary() throws {
+        let assets = try SharedAssets.vectors()
         let work = try TemporaryDirectory()
         let image = work.url.appendingPathComponent("out.cfs").path
         for name in try FileManager.default.contentsOfDirectory(atPath: assets).sorted() where name.hasPrefix("should-fail-") {
@@ -133,8 +136,9 @@ import Testing
         }
     }
 
-    @Test func vectorsFromStdinMatchRecordedDigests() throws {
-        guard let assets = assetsDirectory() else { return }
+    @Test(.enabled(if: SharedAssets.runVectorTests, SharedAssets.vectorsMissing))
+    func vectorsFromStdinMatchRecordedDigests() throws {
+        let assets = try SharedAssets.vectors()
         let work = try TemporaryDirectory()
         let image = work.url.appendingPathComponent("out.cfs").path
         let nonStrict: Set = ["no-newline.dump", "longlink.dump", "honggfuzz-longlink-unterminated.dump"]

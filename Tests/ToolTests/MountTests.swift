@@ -7,6 +7,7 @@ import Dumpfile
 import Foundation
 import FsVerity
 import Testing
+import TestSupport
 
 @testable import ComposeFSMount
 
@@ -294,8 +295,9 @@ extension Inode {
     }
 
     /// Every reference vector, mounted without its objects: the metadata must be the dumpfile's.
-    @Test(.enabled(if: MountEnvironment.canMount)) func vectorsMountAsTheirDumpfiles() throws {
-        guard let assets = assetsDirectory() else { return }
+    @Test(.enabled(if: MountEnvironment.canMount), .enabled(if: SharedAssets.runVectorTests, SharedAssets.vectorsMissing))
+    func vectorsMountAsTheirDumpfiles() throws {
+        let assets = try SharedAssets.vectors()
         let work = try TemporaryDirectory()
         let image = work.url.appendingPathComponent("vector.cfs").path
         let objects = work.url.appendingPathComponent("objects").path

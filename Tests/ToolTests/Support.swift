@@ -56,17 +56,6 @@ func findExecutable(_ name: String) -> String? {
     return nil
 }
 
-/// The reference vectors, or nil (with a note) in a clone without ../shared.
-func assetsDirectory() -> String? {
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    let assets = root.deletingLastPathComponent().appendingPathComponent("shared/vectors/composefs-assets").path
-    guard FileManager.default.fileExists(atPath: assets) else {
-        print("skipping: \(assets) not present")
-        return nil
-    }
-    return assets
-}
-
 /// Regular files under `path`, relative, sorted.
 func listFiles(_ path: String) throws -> [String] {
     guard let walker = FileManager.default.enumerator(atPath: path) else { return [] }
