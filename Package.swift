@@ -19,6 +19,8 @@ let package = Package(
         .library(name: "ComposeFSMount", targets: ["ComposeFSMount"]),
         .library(name: "Repository", targets: ["Repository"]),
         .library(name: "OCI", targets: ["OCI"]),
+        // The fuzz harness bodies, for the libFuzzer package in Fuzz/.
+        .library(name: "FuzzHarnesses", targets: ["FuzzHarnesses"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
@@ -65,6 +67,10 @@ let package = Package(
         // libfuse3 glue (option parsing, the session loop); the file system is ComposeFSFuse.
         .target(name: "CFuseShim", linkerSettings: [.linkedLibrary("fuse3")]),
         .target(name: "ComposeFSFuse", dependencies: ["CFuseShim", "EROFS", "FsVerity", "ComposeFSBase"]),
+        // What the fuzzers in Fuzz/ run on each input, shared with the tests that replay the inputs they kept.
+        .target(
+            name: "FuzzHarnesses",
+            dependencies: ["ComposeFS", "ComposeFSBase", "Dumpfile", "EROFS", "FsVerity", "OCI", "Repository"]),
         // What the executables share: error reporting, output, progress, running async work.
         .target(
             name: "ComposeFSCLI",
@@ -72,7 +78,7 @@ let package = Package(
         .executableTarget(
             name: "mkcomposefs",
             dependencies: [
-                "ComposeFS", "ComposeFSBuild", "ComposeFSBase", "CComposeFSSys", "Dumpfile", "FsVerity", "ComposeFSCLI",
+                "ComposeFS", "ComposeFSBuild", "ComposeFSBase", "Dumpfile", "FsVerity", "ComposeFSCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .executableTarget(
@@ -98,7 +104,7 @@ let package = Package(
             name: "cfsctl",
             dependencies: [
                 "Repository", "OCI", "ComposeFS", "ComposeFSBuild", "ComposeFSBase", "ComposeFSMount", "Dumpfile", "EROFS",
-                "FsVerity", "CComposeFSSys", "ComposeFSCLI",
+                "FsVerity", "ComposeFSCLI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // Helpers shared by the test targets (a reproducible random generator, a scratch repository).
@@ -106,12 +112,14 @@ let package = Package(
         .testTarget(name: "FsVerityTests", dependencies: ["FsVerity", "ComposeFSBase", "TestSupport"]),
         .testTarget(name: "RepositoryTests", dependencies: ["Repository", "FsVerity", "TestSupport"]),
         .testTarget(
-            name: "OCITests", dependencies: ["OCI", "Repository", "ComposeFS", "ComposeFSBase", "FsVerity", "TestSupport"],
+            name: "OCITests", dependencies: ["OCI", "Repository", "ComposeFS", "ComposeFSBase", "FsVerity", "FuzzHarnesses", "TestSupport"],
             // Fuzzer inputs, read through #filePath.
             exclude: ["FuzzRegressions"]),
         .testTarget(
             name: "ComposeFSTests",
-            dependencies: ["ComposeFS", "Dumpfile", "EROFS", "FsVerity", "TestSupport", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "ComposeFS", "Dumpfile", "EROFS", "FsVerity", "FuzzHarnesses", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
+            ],
             // Fuzzer inputs, read through #filePath.
             exclude: ["FuzzRegressions"]),
         // End-to-end tests of the executables.

@@ -1,28 +1,20 @@
 // swift-tools-version: 6.1
 // libFuzzer harnesses for the parsers of untrusted input. A separate package so
 // the root package's builds and tests never need the fuzzer runtime; run.sh
-// builds them with -sanitize=fuzzer,address.
+// builds them with -sanitize=fuzzer,address. The harness bodies are the root
+// package's FuzzHarnesses, which its regression tests replay kept inputs through.
 import PackageDescription
-
-let harnessDependencies: [Target.Dependency] = [
-    "CLibFuzzer",
-    .product(name: "ComposeFS", package: "main"),
-    .product(name: "Dumpfile", package: "main"),
-]
 
 let package = Package(
     name: "composefs-fuzz",
-    dependencies: [.package(path: "..")],
+    // The root package by name, whatever the checkout's directory is called.
+    dependencies: [.package(name: "composefs-swift", path: "..")],
     targets: [
         // Declares LLVMFuzzerRunDriver; the fuzzer runtime itself comes with -sanitize=fuzzer.
         .systemLibrary(name: "CLibFuzzer"),
-        .executableTarget(name: "FuzzDumpfile", dependencies: harnessDependencies),
-        .executableTarget(name: "FuzzImage", dependencies: harnessDependencies),
+    ] + ["FuzzDumpfile", "FuzzImage", "FuzzLayer", "FuzzDocument"].map { name in
         .executableTarget(
-            name: "FuzzLayer",
-            dependencies: harnessDependencies + [
-                .product(name: "OCI", package: "main"), .product(name: "Repository", package: "main"),
-            ]),
-        .executableTarget(name: "FuzzDocument", dependencies: ["CLibFuzzer", .product(name: "OCI", package: "main")]),
-    ]
+            name: name,
+            dependencies: ["CLibFuzzer", .product(name: "FuzzHarnesses", package: "composefs-swift")])
+    }
 )

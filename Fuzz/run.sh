@@ -32,10 +32,9 @@ esac
 jobs=${FUZZ_BUILD_JOBS:-2}
 
 # Release: optimized code fuzzes several times faster. (Each harness starts
-# libFuzzer from its own main, so debug links too.) -enable-testing: the OCI harnesses
-# call the layer importer and document decoders directly.
+# libFuzzer from its own main, so debug links too.)
 swift build --package-path Fuzz --scratch-path "$scratch" -c release -j "$jobs" \
-    -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld -Xswiftc -enable-testing --product "$target"
+    -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld --product "$target"
 binary=$scratch/release/$target
 
 # Dumpfile seeds: the vectors, and the start of the large gzipped ones (whole lines).

@@ -152,3 +152,6 @@ public func preadAll(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at
     }
     return done
 }
+
+/// CPUs this process may run on (its affinity mask), for sizing thread pools.
+public var availableProcessors: Int { Int(cfs_available_cpus()) }

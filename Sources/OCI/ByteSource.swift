@@ -12,7 +12,7 @@ import Glibc
 #endif
 
 /// Something that yields bytes in order.
-protocol ByteSource {
+package protocol ByteSource {
     /// Reads up to `buffer.count` bytes; 0 only at the end.
     mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(OCIError) -> Int
 }
@@ -216,10 +216,12 @@ extension ByteSource {
 }
 
 /// A pipe or other unseekable descriptor, read to its end.
-struct DescriptorSource: ByteSource {
+package struct DescriptorSource: ByteSource {
     let fd: Int32
 
-    mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(OCIError) -> Int {
+    package init(fd: Int32) { self.fd = fd }
+
+    package mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(OCIError) -> Int {
         try systemCall { () throws(SystemError) in try readSome(fd, into: buffer, path: "input") }
     }
 }

@@ -156,18 +156,18 @@ public struct ImageConfig: Codable, Sendable {
 }
 
 /// Which kind of document a manifest-endpoint answer is.
-enum ManifestDocument {
+package enum ManifestDocument {
     case manifest(Manifest)
     case index(ImageIndex)
 }
 
-enum Documents {
-    static func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8], what: String) throws(OCIError) -> T {
+package enum Documents {
+    package static func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8], what: String) throws(OCIError) -> T {
         do throws(JSONError) { return try decodeJSON(T.self, bytes) } catch { throw .badDocument(what: what, reason: error.reason) }
     }
 
     /// A manifest or an index, told apart by mediaType (or, when absent, by its fields).
-    static func manifestDocument(_ bytes: [UInt8], mediaType: String?, what: String) throws(OCIError) -> ManifestDocument {
+    package static func manifestDocument(_ bytes: [UInt8], mediaType: String?, what: String) throws(OCIError) -> ManifestDocument {
         struct Probe: Decodable {
             var mediaType: String?
             var manifests: [Descriptor]?

@@ -185,8 +185,8 @@ struct LayoutSource: ImageSource {
 }
 
 /// The members of an uncompressed tar archive, by path (leading "./" removed).
-enum ArchiveIndex {
-    static func members(of path: String) throws(OCIError) -> [String: (offset: UInt64, size: UInt64)] {
+package enum ArchiveIndex {
+    package static func members(of path: String) throws(OCIError) -> [String: (offset: UInt64, size: UInt64)] {
         let file: FileDescriptor
         do throws(SystemError) { file = try FileDescriptor.open(path, O_RDONLY) } catch {
             if error.code == ENOENT { throw .notFound(path) }

@@ -52,7 +52,7 @@ func contentType(_ tag: String) -> UInt64 {
     return value
 }
 
-enum LayerImporter {
+package enum LayerImporter {
     /// Regular files larger than this become objects (composefs-rs's INLINE_CONTENT_MAX_V0).
     static let inlineMax: UInt64 = 64
     /// Files up to this size are hashed in memory before being written (most are skipped
@@ -64,7 +64,7 @@ enum LayerImporter {
 
     /// Reads the blob from `source`, decompressing as its magic number says, and builds the
     /// split stream. `layer` names the layer in errors.
-    static func importLayer<Source: ByteSource>(
+    package static func importLayer<Source: ByteSource>(
         from source: Source, into repository: Repository, layer: String
     ) throws(OCIError) -> LayerImportResult {
         let counted = DigestingSource(source)

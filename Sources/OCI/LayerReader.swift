@@ -18,9 +18,9 @@ public struct LayerEntry: Sendable {
     public var content: EntryContent
 }
 
-enum LayerReader {
+package enum LayerReader {
     /// Every entry of a layer stream, in archive order.
-    static func entries(of stream: SplitStream, layer: String) throws(OCIError) -> [LayerEntry] {
+    package static func entries(of stream: SplitStream, layer: String) throws(OCIError) -> [LayerEntry] {
         var pieces: [SplitStream.Chunk] = []
         try repositoryCall { () throws(RepositoryError) in
             try stream.forEachChunk { (chunk) throws(RepositoryError) in pieces.append(chunk) }

@@ -25,8 +25,14 @@ public struct PullOptions: Sendable {
 
 /// What `pull` reports while it works.
 public enum PullEvent: Sendable {
-    /// A line such as "Fetching layer sha256:…".
-    case message(String)
+    /// The manifest and everything it names are stored already.
+    case alreadyHaveManifest(Digest)
+    case fetchingConfig(Digest)
+    /// A layer (by diff_id) that is stored already.
+    case alreadyHaveLayer(Digest)
+    case fetchingLayer(Digest)
+    case buildingImage
+    case storingManifest(Digest)
     /// Bytes of layer blobs read so far, of the total to fetch.
     case bytes(done: UInt64, total: UInt64)
 }
@@ -51,7 +57,7 @@ extension ImageStore {
         if let stored = try? open(manifest: manifestDigest), let imageID = stored.imageID,
             repository.streamID(Self.manifestStream(manifestDigest)) != nil, imageExists(imageID)
         {
-            events?(.message("Already have manifest \(manifestDigest)"))
+            events?(.alreadyHaveManifest(manifestDigest))
             try name(manifestDigest, manifest, tag: tag)
             return PullResult(
                 manifestDigest: manifestDigest, configDigest: stored.manifest.config.digest, manifestStream: stored.manifestStream,
@@ -62,7 +68,7 @@ extension ImageStore {
         guard configDescriptor.size >= 0, configDescriptor.size <= Int64(DocumentLimits.configMax) else {
             throw .badDocument(what: "config \(configDescriptor.digest)", reason: "size \(configDescriptor.size) out of range")
         }
-        events?(.message("Fetching config \(configDescriptor.digest)"))
+        events?(.fetchingConfig(configDescriptor.digest))
         let configBytes = try await source.blob(configDescriptor, progress: nil).bytes(limit: DocumentLimits.configMax)
         try verify(configBytes, against: configDescriptor, what: "config")
         let config = try Documents.decode(ImageConfig.self, configBytes, what: "config \(configDescriptor.digest)")
@@ -78,7 +84,7 @@ extension ImageStore {
         for (index, (descriptor, diffID)) in layers.enumerated() {
             guard descriptor.size >= 0 else { throw .badDocument(what: "layer \(descriptor.digest)", reason: "negative size") }
             if repository.streamID(Self.layerStream(diffID)) != nil || queued.contains(diffID) {
-                events?(.message("Already have layer \(diffID)"))
+                events?(.alreadyHaveLayer(diffID))
             } else {
                 queued.insert(diffID)
                 missing.append((index, descriptor, diffID))
@@ -91,7 +97,7 @@ extension ImageStore {
             guard let id = repository.streamID(Self.layerStream(diffID)) else { throw .notFound("layer stream \(diffID)") }
             layerStreams.append((diffID, id))
         }
-        events?(.message("Building composefs image"))
+        events?(.buildingImage)
         let repository = self.repository
         let layersToMerge = layerStreams
         let imageID = try await offload { () throws(OCIError) -> ObjectID in
@@ -99,7 +105,7 @@ extension ImageStore {
             return try repositoryCall { () throws(RepositoryError) in try repository.writeImage(image, name: nil) }
         }
         let configStream = try storeConfig(configBytes, digest: configDescriptor.digest, layers: layerStreams, image: imageID)
-        events?(.message("Storing manifest \(manifestDigest)"))
+        events?(.storingManifest(manifestDigest))
         let manifestStream = try storeManifest(
             manifestBytes, digest: manifestDigest, config: (configDescriptor.digest, configStream), layers: layerStreams)
         try name(manifestDigest, manifest, tag: tag)
@@ -206,7 +212,7 @@ extension ImageStore {
         _ descriptor: Descriptor, diffID: Digest, from source: any ImageSource, events: (@Sendable (PullEvent) -> Void)?,
         report: (@Sendable (UInt64) -> Void)?
     ) async throws(OCIError) -> ImportStatistics {
-        events?(.message("Fetching layer \(diffID)"))
+        events?(.fetchingLayer(diffID))
         let blob = try await source.blob(descriptor, progress: report)
         let downloaded = source.stagesBlobs
         let repository = self.repository

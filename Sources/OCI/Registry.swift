@@ -35,14 +35,14 @@ public struct RegistryOptions: Sendable {
 }
 
 /// HOST[:PORT]/NAME[:TAG|@DIGEST], with Docker Hub's shorthands.
-struct RegistryReference: Sendable {
+package struct RegistryReference: Sendable {
     var host: String
     var repository: String
     /// A tag or a digest.
     var reference: String
     var digest: Digest?
 
-    init(parsing text: String) throws(OCIError) {
+    package init(parsing text: String) throws(OCIError) {
         var rest = text
         var digest: Digest?
         if let at = rest.firstIndex(of: "@") {
@@ -88,7 +88,7 @@ struct RegistryReference: Sendable {
     }
 }
 
-final class RegistrySource: ImageSource, @unchecked Sendable {
+package final class RegistrySource: ImageSource, @unchecked Sendable {
     private let target: RegistryReference
     private let options: RegistryOptions
     private let client: HTTPClient
@@ -117,20 +117,20 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
 
     private var name: String { "\(target.host)/\(target.repository)" }
 
-    var stagesBlobs: Bool { true }
+    package var stagesBlobs: Bool { true }
 
     // MARK: ImageSource
 
-    func rootDocument() async throws(OCIError) -> (bytes: [UInt8], mediaType: String?, pinned: Digest?) {
+    package func rootDocument() async throws(OCIError) -> (bytes: [UInt8], mediaType: String?, pinned: Digest?) {
         let (bytes, mediaType) = try await fetchManifest(target.reference)
         return (bytes, mediaType, target.digest)
     }
 
-    func manifest(_ descriptor: Descriptor) async throws(OCIError) -> [UInt8] {
+    package func manifest(_ descriptor: Descriptor) async throws(OCIError) -> [UInt8] {
         try await fetchManifest(descriptor.digest.description).bytes
     }
 
-    func blob(_ descriptor: Descriptor, progress: (@Sendable (UInt64) -> Void)?) async throws(OCIError) -> BlobFile {
+    package func blob(_ descriptor: Descriptor, progress: (@Sendable (UInt64) -> Void)?) async throws(OCIError) -> BlobFile {
         let what = "blob \(descriptor.digest) of \(name)"
         let staging = try systemCall { () throws(SystemError) in
             try FileDescriptor.openUnnamed(in: try FileDescriptor.open(options.stagingDirectory, O_RDONLY | O_DIRECTORY), mode: 0o600)
@@ -313,7 +313,7 @@ final class RegistrySource: ImageSource, @unchecked Sendable {
     }
 
     /// `Bearer realm="…",service="…",scope="…"`.
-    static func parseChallenge(_ header: String) -> (scheme: String, parameters: [String: String]) {
+    package static func parseChallenge(_ header: String) -> (scheme: String, parameters: [String: String]) {
         let trimmed = header.trimmingCharacters(in: .whitespaces)
         guard let space = trimmed.firstIndex(of: " ") else { return (trimmed, [:]) }
         var parameters: [String: String] = [:]

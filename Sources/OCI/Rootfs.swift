@@ -14,8 +14,8 @@ import ComposeFSBase
 import EROFS
 import FsVerity
 
-struct Rootfs {
-    let root: Inode
+package struct Rootfs {
+    package let root: Inode
     let algorithm: FsVerityAlgorithm
     /// Makes the object of a sparse file's expanded content; returns its digest.
     let expandSparse: (_ entry: TarEntry, _ content: EntryContent) throws(OCIError) -> ObjectID
@@ -25,7 +25,7 @@ struct Rootfs {
     /// Symlinks followed while resolving one path, as the kernel allows.
     static let symlinkHopsMax = 40
 
-    init(
+    package init(
         algorithm: FsVerityAlgorithm,
         expandSparse: @escaping (_ entry: TarEntry, _ content: EntryContent) throws(OCIError) -> ObjectID
     ) {
@@ -35,7 +35,7 @@ struct Rootfs {
     }
 
     /// Applies one layer.
-    mutating func apply(_ entries: [LayerEntry], layer: String) throws(OCIError) {
+    package mutating func apply(_ entries: [LayerEntry], layer: String) throws(OCIError) {
         var additions: [(components: [[UInt8]], item: LayerEntry)] = []
         // Whiteouts first: they only ever hide what lower layers left.
         for item in entries {

@@ -11,12 +11,12 @@ import Repository
 import Glibc
 #endif
 
-enum SparseFiles {
+package enum SparseFiles {
     /// Largest expanded size accepted (a tiny archive must not fill the disk).
     static let expandedSizeMax: UInt64 = 16 << 30
 
     /// The digest of the expanded file; with `store`, the object is written too.
-    static func expand(_ entry: TarEntry, _ content: EntryContent, repository: Repository, store: Bool) throws(OCIError) -> ObjectID {
+    package static func expand(_ entry: TarEntry, _ content: EntryContent, repository: Repository, store: Bool) throws(OCIError) -> ObjectID {
         let path = displayBytes(entry.path)
         func fail(_ reason: String) -> OCIError { .badTar(layer: "sparse file", entry: path, reason: reason) }
         guard entry.size <= expandedSizeMax else {

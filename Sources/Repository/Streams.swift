@@ -40,8 +40,15 @@ extension Repository {
     public func streamID(_ name: String) -> ObjectID? {
         guard !name.isEmpty, !name.split(separator: "/").contains("..") else { return nil }
         var info = stat()
-        guard fstatat(directory.raw, "streams/" + name, &info, 0) == 0, let target = readLink(at: directory.raw, "streams/" + name)
+        guard fstatat(directory.raw, "streams/" + name, &info, 0) == 0, var target = readLink(at: directory.raw, "streams/" + name)
         else { return nil }
+        // A ref names a stream entry, which names the object.
+        if name.hasPrefix("refs/") {
+            guard let stream = target.split(separator: "/").last, let entry = readLink(at: directory.raw, "streams/" + stream) else {
+                return nil
+            }
+            target = entry
+        }
         return ObjectID(objectPath: target, algorithm: algorithm)
     }
 

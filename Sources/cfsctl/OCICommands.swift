@@ -1,7 +1,6 @@
 // `cfsctl oci …`: container images (commands and output as composefs-rs's cfsctl).
 
 import ArgumentParser
-import CComposeFSSys
 import ComposeFS
 import ComposeFSBase
 import ComposeFSBuild
@@ -53,14 +52,19 @@ struct OciPull: ParsableCommand {
         }
         let registry = RegistryOptions(
             credentials: creds, authFile: authfile, tlsVerify: tlsVerify, stagingDirectory: store.repository.path)
-        let options = PullOptions(platform: chosenPlatform, registry: registry, parallelLayers: max(2, Int(cfs_available_cpus())))
+        let options = PullOptions(platform: chosenPlatform, registry: registry, parallelLayers: max(2, availableProcessors))
         let tag = name ?? image
         let progress = ProgressReporter()
         let reference = image
         let result = try runBlocking { () async throws(OCIError) -> PullResult in
             try await store.pull(reference, tag: tag, options: options) { event in
                 switch event {
-                case let .message(text): progress?.message(text)
+                case let .alreadyHaveManifest(digest): progress?.message("Already have manifest \(digest)")
+                case let .fetchingConfig(digest): progress?.message("Fetching config \(digest)")
+                case let .alreadyHaveLayer(diffID): progress?.message("Already have layer \(diffID)")
+                case let .fetchingLayer(diffID): progress?.message("Fetching layer \(diffID)")
+                case .buildingImage: progress?.message("Building composefs image")
+                case let .storingManifest(digest): progress?.message("Storing manifest \(digest)")
                 case let .bytes(done, total): progress?.bytes(done: done, total: total)
                 }
             }

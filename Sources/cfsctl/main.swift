@@ -1,7 +1,6 @@
 // cfsctl: manage a composefs repository, command-compatible with composefs-rs's cfsctl.
 
 import ArgumentParser
-import CComposeFSSys
 import ComposeFS
 import ComposeFSBase
 import ComposeFSBuild
@@ -115,7 +114,7 @@ struct CreateImage: ParsableCommand {
     func run() throws {
         let repository = try global.openRepository()
         let progress = ProgressReporter()
-        let id = try repository.createImage(from: path, name: imageName, threads: Int(cfs_available_cpus())) { done, total in
+        let id = try repository.createImage(from: path, name: imageName, threads: availableProcessors) { done, total in
             progress?.files("Storing files", done: done, total: total)
         }
         progress?.finish()
@@ -130,7 +129,7 @@ struct ComputeID: ParsableCommand {
     @Argument(help: "The directory") var path: String
 
     func run() throws {
-        let id = try Repository.computeID(directory: path, algorithm: try global.standaloneAlgorithm(), threads: Int(cfs_available_cpus()))
+        let id = try Repository.computeID(directory: path, algorithm: try global.standaloneAlgorithm(), threads: availableProcessors)
         writeStandardOutput(id.hex + "\n")
     }
 }
@@ -142,7 +141,7 @@ struct CreateDumpfile: ParsableCommand {
     @Argument(help: "The directory") var path: String
 
     func run() throws {
-        let image = try Repository.image(of: path, algorithm: try global.standaloneAlgorithm(), threads: Int(cfs_available_cpus()))
+        let image = try Repository.image(of: path, algorithm: try global.standaloneAlgorithm(), threads: availableProcessors)
         let root = try ImageReader.read(image)
         let output = OutputFile.standardOutput()
         try DumpfileWriter.write(root: root) { try output.write($0) }

@@ -2,7 +2,6 @@
 // Options, output and exit codes follow the reference mkcomposefs.
 
 import ArgumentParser
-import CComposeFSSys
 import ComposeFS
 import ComposeFSBase
 import ComposeFSBuild
@@ -122,7 +121,7 @@ struct Mkcomposefs: ParsableCommand {
     }
 
     private func parseThreads() throws -> Int {
-        guard let threads else { return Int(cfs_available_cpus()) }
+        guard let threads else { return availableProcessors }
         guard let count = Int(threads) else { throw ToolError("Invalid threads count \(threads)") }
         guard count > 0 else { throw ToolError("Invalid threads count \(count)") }
         return count

@@ -1,10 +1,8 @@
-// Arbitrary bytes as a composefs image: everything composefs-info and
-// composefs-dump do with an image they are given. The reader must either
-// throw or return a tree that the dumpfile writer and image writer handle.
+// Arbitrary bytes as a composefs image: `Harness.image` (composefs-info, composefs-dump and
+// composefs-fuse on it).
 
 import CLibFuzzer
-import ComposeFS
-import Dumpfile
+import FuzzHarnesses
 
 #if canImport(Glibc)
 import Glibc
@@ -12,16 +10,7 @@ import Glibc
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
-    let image = UnsafeRawBufferPointer(start: start, count: count)
-    guard let version = try? ImageReader.version(of: image), let root = try? ImageReader.read(image) else { return 0 }
-    _ = DumpfileWriter.dump(root: root)
-    DumpfileWriter.writeListing(root: root) { _ in }
-    // composefs-info --filter: load a single root entry.
-    if let first = root.entries.first {
-        _ = try? ImageReader.read(image, filter: [first.name])
-    }
-    // composefs-dump IMAGE DEST: rewrite with the source's version.
-    _ = try? ImageWriter.image(root: root, options: ImageOptions(minVersion: version, maxVersion: version))
+    do { try Harness.image(UnsafeRawBufferPointer(start: start, count: count)) } catch { fatalError("\(error)") }
     return 0
 }
 
