@@ -3,9 +3,9 @@
 # `mkcomposefs --digest-store` on the same tree with the same threads, then a re-import
 # of the same tree (every object already present) against the first import.
 #
-# Usage: REF_BINDIR=/path/to/composefs/build/tools bench/cfsctl.sh [TREE]
-#   REF_BINDIR  directory with the reference mkcomposefs, built from github.com/containers/composefs
-#               by you (this project does not build it).
+# Usage: [REF_BINDIR=DIR] bench/cfsctl.sh [TREE]
+#   REF_BINDIR  directory with the reference mkcomposefs (default: the containers/composefs 1.0.8
+#               build in ../shared/reference).
 #   TREE        default /usr/lib/x86_64-linux-gnu (pass /usr for the full tree; slow: the
 #               reference fsyncs every object).
 #   RUNS        hyperfine runs (default 3).
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-REF=${REF_BINDIR:?set REF_BINDIR to the directory with the reference mkcomposefs}/mkcomposefs
+REF=${REF_BINDIR:-../shared/reference/c-composefs-1.0.8}/mkcomposefs
 TREE=${1:-/usr/lib/x86_64-linux-gnu}
 RUNS=${RUNS:-3}
 THREADS=$(nproc)

@@ -2,9 +2,9 @@
 # composefs-fuse against the reference composefs-fuse: the same image, mounted by each in
 # turn, walked and read the same ways. Needs root (mounts, drop_caches).
 #
-# Usage: REF_BINDIR=/path/to/composefs/build/tools bench/fuse.sh [TREE]
-#   REF_BINDIR  directory holding the reference composefs-fuse and mkcomposefs, built from
-#               github.com/containers/composefs by you (this project does not build them).
+# Usage: [REF_BINDIR=DIR] bench/fuse.sh [TREE]
+#   REF_BINDIR  directory holding the reference composefs-fuse and mkcomposefs (default: the
+#               containers/composefs 1.0.8 build in ../shared/reference).
 #   TREE        directory to make the image of (default /usr/share).
 #   RUNS        runs per case and tool (default 5); the tools alternate run by run.
 #   SCRATCH     SwiftPM scratch path for building ours (default .build).
@@ -20,7 +20,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-REF=${REF_BINDIR:?set REF_BINDIR to the directory with the reference composefs-fuse}/composefs-fuse
+REF_BINDIR=${REF_BINDIR:-../shared/reference/c-composefs-1.0.8}
+REF=$REF_BINDIR/composefs-fuse
 REF_MKCOMPOSEFS=$REF_BINDIR/mkcomposefs
 TREE=${1:-/usr/share}
 RUNS=${RUNS:-5}

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # mkcomposefs speed and memory against the reference C mkcomposefs, same machine, same run.
 #
-# Usage: REF_BINDIR=/path/to/composefs/build/tools bench/mkcomposefs.sh [TREE]
-#   REF_BINDIR  directory holding the reference mkcomposefs, built from
-#               github.com/containers/composefs by you (this project does not build it).
+# Usage: [REF_BINDIR=DIR] bench/mkcomposefs.sh [TREE]
+#   REF_BINDIR  directory holding the reference mkcomposefs (default: the
+#               containers/composefs 1.0.8 build in ../shared/reference).
 #   TREE        directory for the tree benchmarks (default /usr).
 #   THREADS     --threads for both tools (default: number of CPUs).
 #   RUNS        hyperfine runs (default 10).
@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-REF=${REF_BINDIR:?set REF_BINDIR to the directory with the reference mkcomposefs}/mkcomposefs
+REF=${REF_BINDIR:-../shared/reference/c-composefs-1.0.8}/mkcomposefs
 TREE=${1:-/usr}
 THREADS=${THREADS:-$(nproc)}
 RUNS=${RUNS:-10}

@@ -3,9 +3,9 @@
 # side by side in the same run. The kernel does the work once mounted, so this checks that
 # our mount sets up EROFS and overlayfs as well as the reference (expected ratio: 1.0).
 #
-# Usage (as root): REF_BINDIR=/path/to/composefs/build/tools bench/mount.sh [TREE [READ_SUBDIR]]
-#   REF_BINDIR   directory with the reference mkcomposefs and mount.composefs, built from
-#                github.com/containers/composefs by you (this project does not build it).
+# Usage (as root): [REF_BINDIR=DIR] bench/mount.sh [TREE [READ_SUBDIR]]
+#   REF_BINDIR   directory with the reference mkcomposefs and mount.composefs (default: the
+#                containers/composefs 1.0.8 build in ../shared/reference).
 #   TREE         tree to build the image from (default /usr).
 #   READ_SUBDIR  part of TREE read in full for the read benchmark (default lib/x86_64-linux-gnu).
 #   RUNS         runs of each side (default 7).
@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-REF_BINDIR=${REF_BINDIR:?set REF_BINDIR to the directory with the reference tools}
+REF_BINDIR=${REF_BINDIR:-../shared/reference/c-composefs-1.0.8}
 TREE=${1:-/usr}
 READ_SUBDIR=${2:-lib/x86_64-linux-gnu}
 RUNS=${RUNS:-7}

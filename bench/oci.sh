@@ -4,8 +4,9 @@
 # skopeo copy to an OCI layout + umoci unpack + mkcomposefs --digest-store (reference C).
 # Then a second pull of the same image against the first.
 #
-# Usage: REF_BINDIR=/path/to/composefs/build/tools bench/oci.sh [BIG_MIB]
-#   REF_BINDIR  directory with the reference mkcomposefs (built by you from containers/composefs).
+# Usage: [REF_BINDIR=DIR] bench/oci.sh [BIG_MIB]
+#   REF_BINDIR  directory with the reference mkcomposefs (default: the containers/composefs 1.0.8
+#               build in ../shared/reference).
 #   BIG_MIB     size of each of the image's three big files (default 200: a ~700 MB image).
 #   RUNS        hyperfine runs (default 3).
 # The image comes from scripts/make-oci-image.py with umoci-compatible (gzip) layers.
@@ -13,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-REF=${REF_BINDIR:?set REF_BINDIR to the directory with the reference mkcomposefs}/mkcomposefs
+REF=${REF_BINDIR:-../shared/reference/c-composefs-1.0.8}/mkcomposefs
 BIG=${1:-200}
 RUNS=${RUNS:-3}
 THREADS=$(nproc)

@@ -207,9 +207,7 @@ public struct ImageStore: Sendable {
     /// The EROFS image of the layers.
     func buildImage(layers: [(diffID: Digest, stream: ObjectID)], storeExpanded: Bool) throws(OCIError) -> [UInt8] {
         let root = try rootfs(layers: layers, storeExpanded: storeExpanded)
-        do { return try ImageWriter.image(root: root) } catch {
-            throw .badDocument(what: "image", reason: "cannot write the composefs image: \(error)")
-        }
+        do { return try ImageWriter.image(root: root) } catch { throw .imageWrite(error) }
     }
 }
 

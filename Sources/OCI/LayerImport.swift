@@ -100,7 +100,8 @@ package enum LayerImporter {
         // The rest (the second zero block, record padding, anything else) stays as is.
         try walker.input.copyInline(UInt64.max, "", upToEnd: true, decoder: walker.decoder)
         tar = walker.input.tar
-        do { return (try walker.input.writer.finish(), walker.input.statistics) } catch { throw .repository(error) }
+        let stream = try repositoryCall { () throws(RepositoryError) in try walker.input.writer.finish() }
+        return (stream, walker.input.statistics)
     }
 
     /// Reads the tar, writing headers, padding and small contents inline and larger contents

@@ -1,6 +1,7 @@
 // Errors of OCI image handling. Each names what was being read (a blob, a layer entry, a
 // source) and why it was refused.
 
+import ComposeFS
 import ComposeFSBase
 import Repository
 
@@ -17,6 +18,8 @@ public enum OCIError: Error, CustomStringConvertible {
     /// The registry (or other source) failed to deliver.
     case transfer(what: String, reason: String)
     case unsupported(String)
+    /// The merged tree cannot be written as an image (a file too big, too many xattrs, …).
+    case imageWrite(ImageWriteError)
     case system(SystemError)
     case repository(RepositoryError)
 
@@ -37,6 +40,8 @@ public enum OCIError: Error, CustomStringConvertible {
             return "fetching \(what): \(reason)"
         case let .unsupported(what):
             return what
+        case let .imageWrite(error):
+            return "cannot write the composefs image: \(error)"
         case let .system(error):
             return error.description
         case let .repository(error):

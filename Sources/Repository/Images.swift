@@ -26,9 +26,7 @@ extension Repository {
         } catch {
             throw .build(error)
         }
-        do { return try ImageWriter.image(root: root) } catch {
-            throw .corrupt(path: directory, reason: error.description)
-        }
+        do { return try ImageWriter.image(root: root) } catch { throw .imageWrite(error) }
     }
 
     /// The image id of a directory without storing anything (`cfsctl compute-id`).

@@ -1,3 +1,4 @@
+import ComposeFS
 import ComposeFSBase
 import ComposeFSBuild
 import EROFS
@@ -21,6 +22,8 @@ public enum RepositoryError: Error, CustomStringConvertible {
     case verity(path: String, FsVerityError)
     /// A stored image that does not read back.
     case badImage(path: String, ImageFormatError)
+    /// A tree that cannot be written as an image (a file too big, too many xattrs, …).
+    case imageWrite(ImageWriteError)
     case corrupt(path: String, reason: String)
     /// Building the tree of a directory failed (a file could not be read, …).
     case build(BuildError)
@@ -46,6 +49,8 @@ public enum RepositoryError: Error, CustomStringConvertible {
             "\(path): fs-verity: \(error)"
         case let .badImage(path, error):
             "\(path): \(error)"
+        case let .imageWrite(error):
+            "cannot write the composefs image: \(error)"
         case let .corrupt(path, reason):
             "\(path): \(reason)"
         case let .build(error):
