@@ -271,18 +271,6 @@ func doListxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int) {
     }
 }
 
-/// Splits a full xattr name into the EROFS prefix index and the rest, taking the
-/// first prefix that matches (index 0 and the whole name when none does).
-func splitXattrName(_ name: UnsafeRawBufferPointer) -> (index: UInt8, suffix: UnsafeRawBufferPointer) {
-    for index in 1..<EROFSXattrPrefix.prefixes.count {
-        let prefix = EROFSXattrPrefix.prefixes[index]
-        if name.count >= prefix.count && name.prefix(prefix.count).elementsEqual(prefix) {
-            return (UInt8(index), UnsafeRawBufferPointer(rebasing: name[prefix.count...]))
-        }
-    }
-    return (0, name)
-}
-
 let nfs4ACLName = Array("system.nfs4_acl".utf8)
 
 @inline(__always)
@@ -291,21 +279,16 @@ func isACLIndex(_ index: UInt8) -> Bool { index == EROFSXattrPrefix.aclAccess ||
 func doGetxattr(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ name: UnsafePointer<CChar>?, _ size: Int) {
     let s = server!
     guard let name, let inode = s.inode(s.nid(ino)) else { return reply(req, error: EIO) }
-    let (index, suffix) = splitXattrName(UnsafeRawBufferPointer(start: name, count: strlen(name)))
+    let fullName = UnsafeRawBufferPointer(start: name, count: strlen(name))
+    let (index, suffixStart) = EROFSXattrPrefix.match(fullName, among: EROFSXattrPrefix.readable)
+    let suffix = UnsafeRawBufferPointer(rebasing: fullName[suffixStart...])
     let isACL = (isACLIndex(index) && suffix.isEmpty) || (index == 0 && suffix.elementsEqual(nfs4ACLName))
     // Without ACLs in the image, say the file system has none, so callers stop asking.
     if isACL && !s.useACL { return reply(req, error: EOPNOTSUPP) }
     guard isVisible(s, index: index, name: suffix) else { return reply(req, error: ENODATA) }
-    var value: UnsafeRawBufferPointer?
-    let ok = (try? s.view.forEachXattr(inode) { record in
-        if record.index == index && compareBytes(record.name, suffix) == 0 {
-            value = record.value
-            return false
-        }
-        return true
-    }) != nil
-    guard ok else { return reply(req, error: EIO) }
-    guard let value else { return reply(req, error: ENODATA) }
+    let found: UnsafeRawBufferPointer?
+    do { found = try s.view.xattr(inode, index: index, name: suffix) } catch { return reply(req, error: EIO) }
+    guard let value = found else { return reply(req, error: ENODATA) }
     if size == 0 {
         fuse_reply_xattr(req, value.count)
     } else if size < value.count {

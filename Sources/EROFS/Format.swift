@@ -103,16 +103,24 @@ public enum EROFSXattrPrefix {
     /// The prefixes a writer abbreviates, in the order they are tried. `lustre.` is
     /// readable but never written, as the reference writer does.
     static let writable: [UInt8] = [1, 2, 3, 4, 6]
+    /// The prefixes a full name is matched against when looking it up.
+    public static let readable: [UInt8] = [1, 2, 3, 4, 5, 6]
+
+    /// The first of `candidates` whose prefix starts `name`, and where the rest of the name
+    /// starts (index 0 and the whole name when none matches).
+    @inline(__always)
+    public static func match<Name: Collection<UInt8>>(_ name: Name, among candidates: [UInt8]) -> (index: UInt8, suffixStart: Name.Index) {
+        for index in candidates {
+            let prefix = prefixes[Int(index)]
+            if name.starts(with: prefix) { return (index, name.index(name.startIndex, offsetBy: prefix.count)) }
+        }
+        return (0, name.startIndex)
+    }
 
     /// Splits a full xattr name into (index, suffix) the way composefs writes it.
     public static func split(_ name: [UInt8]) -> (index: UInt8, suffix: ArraySlice<UInt8>) {
-        for index in writable {
-            let prefix = prefixes[Int(index)]
-            if name.count >= prefix.count && name[0..<prefix.count].elementsEqual(prefix) {
-                return (index, name[prefix.count...])
-            }
-        }
-        return (0, name[...])
+        let (index, start) = match(name, among: writable)
+        return (index, name[start...])
     }
 }
 

@@ -352,7 +352,7 @@ public struct ImageView: @unchecked Sendable {
     }
 
     /// The value of the xattr stored under prefix `index` with suffix `name`, nil when absent.
-    public func xattr(_ inode: InodeInfo, index: UInt8, name: [UInt8]) throws(ImageFormatError) -> UnsafeRawBufferPointer? {
+    public func xattr(_ inode: InodeInfo, index: UInt8, name: some ByteStorage) throws(ImageFormatError) -> UnsafeRawBufferPointer? {
         var found: UnsafeRawBufferPointer?
         try withBytes(name) { (wanted) throws(ImageFormatError) in
             try forEachXattr(inode) { record in
