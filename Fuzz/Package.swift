@@ -12,9 +12,10 @@ let package = Package(
     targets: [
         // Declares LLVMFuzzerRunDriver; the fuzzer runtime itself comes with -sanitize=fuzzer.
         .systemLibrary(name: "CLibFuzzer"),
+        .target(name: "FuzzDriver", dependencies: ["CLibFuzzer"]),
     ] + ["FuzzDumpfile", "FuzzImage", "FuzzLayer", "FuzzDocument"].map { name in
         .executableTarget(
             name: name,
-            dependencies: ["CLibFuzzer", .product(name: "FuzzHarnesses", package: "composefs-swift")])
+            dependencies: ["FuzzDriver", .product(name: "FuzzHarnesses", package: "composefs-swift")])
     }
 )

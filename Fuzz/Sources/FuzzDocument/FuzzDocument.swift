@@ -1,7 +1,7 @@
 // Arbitrary bytes as the small documents a registry or an image archive hands us:
 // `Harness.document`.
 
-import CLibFuzzer
+import FuzzDriver
 import FuzzHarnesses
 
 #if canImport(Glibc)
@@ -20,13 +20,7 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     return 0
 }
 
-// SwiftPM links every executable with main bound to the module's own entry
-// point, which shadows libFuzzer's main: start its driver from ours.
 @main
 enum FuzzDocumentMain {
-    static func main() {
-        var argc = CommandLine.argc
-        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-        exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in data.map { fuzz($0, size) } ?? 0 })
-    }
+    static func main() { runFuzzer { data, size in data.map { fuzz($0, size) } ?? 0 } }
 }

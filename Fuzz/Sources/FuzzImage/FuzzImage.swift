@@ -1,7 +1,7 @@
 // Arbitrary bytes as a composefs image: `Harness.image` (composefs-info, composefs-dump and
 // composefs-fuse on it).
 
-import CLibFuzzer
+import FuzzDriver
 import FuzzHarnesses
 
 #if canImport(Glibc)
@@ -14,13 +14,7 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     return 0
 }
 
-// SwiftPM links every executable with main bound to the module's own entry
-// point, which shadows libFuzzer's main: start its driver from ours.
 @main
 enum FuzzImageMain {
-    static func main() {
-        var argc = CommandLine.argc
-        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-        exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in data.map { fuzz($0, size) } ?? 0 })
-    }
+    static func main() { runFuzzer { data, size in data.map { fuzz($0, size) } ?? 0 } }
 }

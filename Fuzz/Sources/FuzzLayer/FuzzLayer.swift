@@ -2,7 +2,7 @@
 // does with a layer), in a scratch repository in memory-backed storage.
 // (Compressed layers only add zlib/zstd in front: those libraries are fuzzed upstream.)
 
-import CLibFuzzer
+import FuzzDriver
 import FuzzHarnesses
 import Repository
 
@@ -39,13 +39,7 @@ public func fuzz(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     return 0
 }
 
-// SwiftPM links every executable with main bound to the module's own entry
-// point, which shadows libFuzzer's main: start its driver from ours.
 @main
 enum FuzzLayerMain {
-    static func main() {
-        var argc = CommandLine.argc
-        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-        exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in data.map { fuzz($0, size) } ?? 0 })
-    }
+    static func main() { runFuzzer { data, size in data.map { fuzz($0, size) } ?? 0 } }
 }
