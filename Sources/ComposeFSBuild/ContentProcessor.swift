@@ -72,11 +72,13 @@ enum ContentProcessor {
             let output = UnsafeSendable(slots)
             let input = UnsafeSendable(work)
             DispatchQueue.concurrentPerform(iterations: workerCount) { _ in
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: readBufferSize, alignment: 4096)
+                defer { buffer.deallocate() }
                 while !failed.load(ordering: .relaxed) {
                     let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
                     guard i < input.value.count else { return }
                     do throws(ContentError) {
-                        output.value[i] = try processFile(input.value[i], algorithm: algorithm, store: store, cache: cache)
+                        output.value[i] = try processFile(input.value[i], algorithm: algorithm, store: store, cache: cache, buffer: buffer)
                         if let progress { progress(done.wrappingAdd(1, ordering: .relaxed).newValue, input.value.count) }
                     } catch {
                         failed.store(true, ordering: .relaxed)
@@ -100,8 +102,12 @@ enum ContentProcessor {
         let content: [UInt8]?
     }
 
+    /// Each worker's read buffer.
+    static let readBufferSize = 1 << 20
+
     private static func processFile(
-        _ file: ScannedFile, algorithm: FsVerityAlgorithm, store: (any ObjectStore)?, cache: (any DigestCache)?
+        _ file: ScannedFile, algorithm: FsVerityAlgorithm, store: (any ObjectStore)?, cache: (any DigestCache)?,
+        buffer: UnsafeMutableRawBufferPointer
     ) throws(ContentError) -> FileContent {
         let path = file.path
         func fail(_ operation: String, _ code: Int32 = errno) -> ContentError {
@@ -112,6 +118,15 @@ enum ContentProcessor {
         }
         guard fd >= 0 else { throw fail("open") }
         defer { close(fd) }
+        let size = Int(clamping: file.inode.size)
+        if size <= Limits.recommendedInlineContentMax {
+            // Inlined: one read gives the content and what the digest is computed from.
+            var content = [UInt8](repeating: 0, count: size)
+            let count = content.withUnsafeMutableBytes { pread(fd, $0.baseAddress, size, 0) }
+            guard count >= 0 else { throw fail("read") }
+            guard count == size else { throw ContentError(path: path, reason: .changedSize) }
+            return FileContent(digest: FsVerity.digest(of: content, algorithm: algorithm), content: content)
+        }
         var info = stat()
         if cache != nil { guard fstat(fd, &info) == 0 else { throw fail("stat") } }
         let digest: ObjectID
@@ -119,19 +134,11 @@ enum ContentProcessor {
             digest = cached
         } else {
             do throws(FsVerityError) {
-                digest = try FsVerity.digest(fileDescriptor: fd, algorithm: algorithm)
+                digest = try FsVerity.digest(fileDescriptor: fd, algorithm: algorithm, readBuffer: buffer)
             } catch {
                 throw ContentError(path: path, reason: .digest(error))
             }
             cache?.record(info, digest: digest)
-        }
-        let size = Int(clamping: file.inode.size)
-        if size <= Limits.recommendedInlineContentMax {
-            var content = [UInt8](repeating: 0, count: size)
-            let count = content.withUnsafeMutableBytes { pread(fd, $0.baseAddress, size, 0) }
-            guard count >= 0 else { throw fail("read") }
-            guard count == size else { throw ContentError(path: path, reason: .changedSize) }
-            return FileContent(digest: digest, content: content)
         }
         if let store {
             do {

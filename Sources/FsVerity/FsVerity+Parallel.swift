@@ -58,7 +58,7 @@ extension FsVerity {
             offset += count * chunkSize
         }
         // The partial chunk at the end (and anything appended since fstat).
-        try hashFile(fd, from: offset, into: &hasher)
+        try hashFile(fd, from: offset, into: &hasher, buffer: buffers.chunk(0))
         return hasher.finalize()
     }
 

@@ -32,10 +32,19 @@ public enum FsVerity {
     public static func digest(
         fileDescriptor fd: Int32, algorithm: FsVerityAlgorithm = .sha256, blockSize: Int = 4096
     ) throws(FsVerityError) -> ObjectID {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: readBufferSize, alignment: 4096)
+        defer { buffer.deallocate() }
+        return try digest(fileDescriptor: fd, algorithm: algorithm, blockSize: blockSize, readBuffer: buffer)
+    }
+
+    /// The same, reading through `readBuffer` (callers digesting many files reuse one: a
+    /// megabyte allocated per file is a mapping made and torn down per file).
+    public static func digest(
+        fileDescriptor fd: Int32, algorithm: FsVerityAlgorithm = .sha256, blockSize: Int = 4096,
+        readBuffer: UnsafeMutableRawBufferPointer
+    ) throws(FsVerityError) -> ObjectID {
         var hasher = FsVerityHasher(algorithm: algorithm, blockSize: blockSize)
-        // Only a hint for readahead on cold caches; failure (e.g. on a pipe) is harmless.
-        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
-        try hashFile(fd, from: 0, into: &hasher)
+        try hashFile(fd, from: 0, into: &hasher, buffer: readBuffer)
         return hasher.finalize()
     }
 
@@ -110,18 +119,20 @@ public enum FsVerity {
         }
     }
 
-    /// Feeds the file from `offset` up to end of file into `hasher`.
+    /// Feeds the file from `offset` up to end of file into `hasher`. A read shorter than the
+    /// buffer is the end of the file: small files take one read.
     static func hashFile(
-        _ fd: Int32, from offset: Int, into hasher: inout FsVerityHasher
+        _ fd: Int32, from offset: Int, into hasher: inout FsVerityHasher, buffer: UnsafeMutableRawBufferPointer
     ) throws(FsVerityError) {
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: readBufferSize, alignment: 4096)
-        defer { buffer.deallocate() }
         var offset = offset
         while true {
             let count = try readAt(fd, into: buffer, offset: offset)
-            if count == 0 { return }
             hasher.update(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
             offset += count
+            if count < buffer.count { return }
+            // A file larger than the buffer: only then is readahead worth a hint (failure, on a
+            // pipe say, is harmless).
+            if offset == buffer.count { _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL) }
         }
     }
 
