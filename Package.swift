@@ -35,9 +35,9 @@ let package = Package(
         // What every module shares: system errors, owned descriptors and whole-buffer I/O,
         // little-endian records, hex, JSON.
         .target(name: "ComposeFSBase", dependencies: ["CComposeFSSys"]),
-        .target(
-            name: "FsVerity",
-            dependencies: ["ComposeFSBase", "CComposeFSSys", .product(name: "Crypto", package: "swift-crypto")]),
+        // OpenSSL's libcrypto, for SHA-256 and SHA-512.
+        .systemLibrary(name: "CLibcrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .target(name: "FsVerity", dependencies: ["ComposeFSBase", "CComposeFSSys", "CLibcrypto"]),
         // Every EROFS on-disk record, and the validated random-access view of an image.
         .target(name: "EROFS", dependencies: ["ComposeFSBase"]),
         // The tree, the image writer and the image reader; no host file I/O.

@@ -1,81 +1,59 @@
 #!/usr/bin/env bash
-# Single-file fs-verity digest throughput: `fsverity digest` (fsverity-utils) vs ours
-# (`composefs-info measure-file`, which falls back to the userspace digest when the file
-# has no fs-verity).
+# fs-verity digest throughput of one large file, SHA-256 and SHA-512: `fsverity digest`
+# (fsverity-utils, OpenSSL, one thread) against ours, on one thread (`composefs-info
+# measure-file`, and `cfsctl` pinned to one CPU with taskset) and on every CPU (`cfsctl --no-repo
+# --hash H compute-id` of a directory holding just the file: large files are digested on all
+# threads).
 #
 # Usage: bench/fsverity-throughput.sh [FILE]
 #   FILE defaults to a fresh 1 GiB random file in a temporary directory.
-#   OURS=path/to/composefs-info (default .build/release/composefs-info)
 #   RUNS=N hyperfine runs per command (default 5)
+# Needs hyperfine and fsverity (Debian package fsverity). Builds ours in release mode.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-OURS=${OURS:-.build/release/composefs-info}
-THEIRS=${THEIRS:-fsverity}
 RUNS=${RUNS:-5}
+command -v fsverity >/dev/null || { echo "error: fsverity (Debian package fsverity) not found" >&2; exit 1; }
+swift build -c release --product composefs-info >/dev/null
+swift build -c release --product cfsctl >/dev/null
+INFO=$PWD/.build/release/composefs-info
+CFSCTL=$PWD/.build/release/cfsctl
 
-if ! command -v "$THEIRS" >/dev/null; then
-    echo "error: '$THEIRS' (Debian package fsverity) not found" >&2
-    exit 1
-fi
-
+work=$(mktemp -d /var/tmp/cfs-verity-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+mkdir "$work/tree"
 if [[ $# -ge 1 ]]; then
-    file=$1
+    ln "$1" "$work/tree/file" 2>/dev/null || cp "$1" "$work/tree/file"
 else
-    workdir=$(mktemp -d)
-    trap 'rm -rf "$workdir"' EXIT
-    file=$workdir/random-1GiB
-    echo "creating 1 GiB random file $file"
-    head -c 1G /dev/urandom >"$file"
+    echo "creating a 1 GiB random file"
+    head -c 1G /dev/urandom >"$work/tree/file"
 fi
+file=$work/tree/file
 size=$(stat -c %s "$file")
-
-# Warm the page cache so both tools measure hashing, not the disk.
+# Warm the page cache so every tool measures hashing, not the disk.
 cat "$file" >/dev/null
 
-theirs_cmd="$THEIRS digest --hash-alg=sha256 --block-size=4096 '$file'"
-ours_cmd="'$OURS' measure-file '$file'"
+# compute-id prints the image id, not the file's digest: check the digest with a dumpfile.
+for hash in sha256 sha512; do
+    theirs=$(fsverity digest --hash-alg=$hash --block-size=4096 "$file" | cut -d' ' -f1)
+    ours=$("$CFSCTL" --no-repo --hash $hash create-dumpfile "$work/tree" | awk '$1 == "/file" { print $11 }')
+    [[ "$hash:$ours" == "$theirs" ]] || { echo "error: $hash digest mismatch: fsverity $theirs, ours $ours" >&2; exit 1; }
+done
+[[ "sha256:$("$INFO" measure-file "$file")" == "$(fsverity digest --hash-alg=sha256 "$file" | cut -d' ' -f1)" ]]
+echo "digests match ($((size / 1048576)) MiB, $(nproc) CPUs)"
 
-theirs_digest=$(eval "$theirs_cmd" | cut -d' ' -f1)
-have_ours=1
-if [[ ! -x $OURS ]]; then
-    echo "note: $OURS not found (build with: swift build -c release); timing fsverity only"
-    have_ours=0
-else
-    ours_digest=sha256:$(eval "$ours_cmd")
-    if [[ $ours_digest != "$theirs_digest" ]]; then
-        echo "error: digest mismatch: fsverity $theirs_digest, ours $ours_digest" >&2
-        exit 1
-    fi
-    echo "digests match: $theirs_digest"
-fi
-
-# Prints the mean wall time in seconds of one command.
-mean_seconds() {
-    if command -v hyperfine >/dev/null; then
-        local json
-        json=$(mktemp)
-        hyperfine --style none --warmup 1 --runs "$RUNS" --export-json "$json" "$1" >/dev/null
-        python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["mean"])' "$json"
-        rm -f "$json"
-    else
-        local start end
-        start=$(date +%s.%N)
-        for _ in $(seq "$RUNS"); do eval "$1" >/dev/null; done
-        end=$(date +%s.%N)
-        echo "($end - $start) / $RUNS" | bc -l
-    fi
-}
-
-report() {  # name seconds
-    awk -v n="$1" -v t="$2" -v s="$size" \
-        'BEGIN { printf "%-16s %8.3f s  %8.1f MB/s\n", n, t, s / t / 1e6 }'
-}
-
-theirs_time=$(mean_seconds "$theirs_cmd")
-report "fsverity digest" "$theirs_time"
-if [[ $have_ours == 1 ]]; then
-    ours_time=$(mean_seconds "$ours_cmd")
-    report "composefs-info" "$ours_time"
-    awk -v o="$ours_time" -v t="$theirs_time" \
-        'BEGIN { printf "ratio ours/theirs (time): %.3f  (throughput: %.0f%% of fsverity)\n", o / t, 100 * t / o }'
-fi
+hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$work/times.json" \
+    -n "fsverity sha256" "fsverity digest --hash-alg=sha256 $file" \
+    -n "ours sha256, 1 thread" "$INFO measure-file $file" \
+    -n "ours sha256, all CPUs" "$CFSCTL --no-repo --hash sha256 compute-id $work/tree" \
+    -n "fsverity sha512" "fsverity digest --hash-alg=sha512 $file" \
+    -n "ours sha512, 1 thread" "taskset -c 0 $CFSCTL --no-repo --hash sha512 compute-id $work/tree" \
+    -n "ours sha512, all CPUs" "$CFSCTL --no-repo --hash sha512 compute-id $work/tree" >/dev/null
+python3 - "$work/times.json" "$size" <<'EOF'
+import json, sys
+results = {r["command"]: r["mean"] for r in json.load(open(sys.argv[1]))["results"]}
+size = int(sys.argv[2])
+for name, seconds in results.items():
+    reference = results["fsverity " + name.split()[1].rstrip(",")]
+    print(f"{name:<24} {seconds:7.3f} s {size / seconds / 1e6:7.0f} MB/s  {reference / seconds:5.2f}x fsverity")
+EOF

@@ -13,6 +13,8 @@ command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 # Split streams are zstd-compressed; gzip layers need zlib.
 [ -e /usr/include/zstd.h ] || need+=(libzstd-dev)
 [ -e /usr/include/zlib.h ] || need+=(zlib1g-dev)
+# fs-verity digests hash with OpenSSL's libcrypto.
+[ -e /usr/include/openssl/sha.h ] || need+=(libssl-dev)
 # OCI tests: a real registry on loopback, skopeo to fill it, umoci to compare with, zstd layers.
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)

@@ -78,7 +78,8 @@ enum ContentProcessor {
                     let i = next.wrappingAdd(1, ordering: .relaxed).oldValue
                     guard i < input.value.count else { return }
                     do throws(ContentError) {
-                        output.value[i] = try processFile(input.value[i], algorithm: algorithm, store: store, cache: cache, buffer: buffer)
+                        output.value[i] = try processFile(
+                            input.value[i], algorithm: algorithm, store: store, cache: cache, buffer: buffer, threads: threads)
                         if let progress { progress(done.wrappingAdd(1, ordering: .relaxed).newValue, input.value.count) }
                     } catch {
                         failed.store(true, ordering: .relaxed)
@@ -105,9 +106,13 @@ enum ContentProcessor {
     /// Each worker's read buffer.
     static let readBufferSize = 1 << 20
 
+    /// Files at least this large are digested on every thread (largest first, they come while
+    /// the other workers are busy with files of their own only when there are several).
+    static let parallelDigestMin = 64 << 20
+
     private static func processFile(
         _ file: ScannedFile, algorithm: FsVerityAlgorithm, store: (any ObjectStore)?, cache: (any DigestCache)?,
-        buffer: UnsafeMutableRawBufferPointer
+        buffer: UnsafeMutableRawBufferPointer, threads: Int
     ) throws(ContentError) -> FileContent {
         let path = file.path
         func fail(_ operation: String, _ code: Int32 = errno) -> ContentError {
@@ -134,7 +139,9 @@ enum ContentProcessor {
             digest = cached
         } else {
             do throws(FsVerityError) {
-                digest = try FsVerity.digest(fileDescriptor: fd, algorithm: algorithm, readBuffer: buffer)
+                digest = size >= parallelDigestMin && threads > 1
+                    ? try FsVerity.digest(fileDescriptor: fd, algorithm: algorithm, threads: threads)
+                    : try FsVerity.digest(fileDescriptor: fd, algorithm: algorithm, readBuffer: buffer)
             } catch {
                 throw ContentError(path: path, reason: .digest(error))
             }

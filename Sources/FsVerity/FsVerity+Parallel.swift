@@ -1,4 +1,3 @@
-import Crypto
 import Dispatch
 #if canImport(Glibc)
 import Glibc
@@ -85,16 +84,16 @@ extension FsVerity {
         into hashes: UnsafeMutableRawBufferPointer
     ) {
         switch algorithm {
-        case .sha256: hashDataBlocks(SHA256.self, data, blockSize: blockSize, into: hashes)
-        case .sha512: hashDataBlocks(SHA512.self, data, blockSize: blockSize, into: hashes)
+        case .sha256: hashDataBlocks(SHA256Block.self, data, blockSize: blockSize, into: hashes)
+        case .sha512: hashDataBlocks(SHA512Block.self, data, blockSize: blockSize, into: hashes)
         }
     }
 
-    private static func hashDataBlocks<H: HashFunction>(
+    private static func hashDataBlocks<H: BlockHash>(
         _: H.Type, _ data: UnsafeRawBufferPointer, blockSize: Int,
         into hashes: UnsafeMutableRawBufferPointer
     ) {
-        let digestSize = H.Digest.byteCount
+        let digestSize = H.digestSize
         for block in 0..<data.count / blockSize {
             H.hash(
                 UnsafeRawBufferPointer(rebasing: data[block * blockSize..<(block + 1) * blockSize]),

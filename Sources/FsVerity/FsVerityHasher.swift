@@ -1,4 +1,3 @@
-import Crypto
 
 /// Streaming fs-verity file digest, computed exactly like the kernel's `FS_IOC_MEASURE_VERITY`
 /// (no salt): a Merkle tree over `blockSize`-byte blocks, whose root hash goes into a 256-byte
@@ -35,8 +34,8 @@ public struct FsVerityHasher: Sendable {
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
         guard !bytes.isEmpty else { return }
         switch algorithm {
-        case .sha256: absorb(SHA256.self, bytes)
-        case .sha512: absorb(SHA512.self, bytes)
+        case .sha256: absorb(SHA256Block.self, bytes)
+        case .sha512: absorb(SHA512Block.self, bytes)
         }
     }
 
@@ -53,16 +52,16 @@ public struct FsVerityHasher: Sendable {
                 let root = UnsafeMutableRawBufferPointer(
                     rebasing: descriptor[FsVerityDescriptor.rootHashRange])
                 switch algorithm {
-                case .sha256: computeRootHash(SHA256.self, into: root)
-                case .sha512: computeRootHash(SHA512.self, into: root)
+                case .sha256: computeRootHash(SHA256Block.self, into: root)
+                case .sha512: computeRootHash(SHA512Block.self, into: root)
                 }
             }
             FsVerityDescriptor.fillHeader(
                 descriptor, algorithm: algorithm, blockSize: blockSize, dataSize: dataSize)
             let bytes = UnsafeRawBufferPointer(descriptor)
             let digest = switch algorithm {
-            case .sha256: SHA256.hash(bytes)
-            case .sha512: SHA512.hash(bytes)
+            case .sha256: SHA256Block.hash(bytes)
+            case .sha512: SHA512Block.hash(bytes)
             }
             return ObjectID(computed: digest, algorithm: algorithm)
         }
@@ -78,12 +77,12 @@ public struct FsVerityHasher: Sendable {
         dataSize += UInt64(dataBytes)
         reserveLevels()
         switch algorithm {
-        case .sha256: withLevels(SHA256.self) { $0.appendDataBlockHashes(hashes) }
-        case .sha512: withLevels(SHA512.self) { $0.appendDataBlockHashes(hashes) }
+        case .sha256: withLevels(SHA256Block.self) { $0.appendDataBlockHashes(hashes) }
+        case .sha512: withLevels(SHA512Block.self) { $0.appendDataBlockHashes(hashes) }
         }
     }
 
-    private mutating func absorb<H: HashFunction>(_: H.Type, _ input: UnsafeRawBufferPointer) {
+    private mutating func absorb<H: BlockHash>(_: H.Type, _ input: UnsafeRawBufferPointer) {
         let blockSize = self.blockSize
         let pendingBytes = Int(dataSize % UInt64(blockSize))
         dataSize += UInt64(input.count)
@@ -109,7 +108,7 @@ public struct FsVerityHasher: Sendable {
     }
 
     /// Flushes the partial blocks bottom-up until a level holds a single hash: the root hash.
-    private mutating func computeRootHash<H: HashFunction>(
+    private mutating func computeRootHash<H: BlockHash>(
         _: H.Type, into root: UnsafeMutableRawBufferPointer
     ) {
         let blockSize = self.blockSize
@@ -152,7 +151,7 @@ public struct FsVerityHasher: Sendable {
         }
     }
 
-    private mutating func withLevels<H: HashFunction, R>(
+    private mutating func withLevels<H: BlockHash, R>(
         _: H.Type, _ body: (MerkleLevels<H>) -> R
     ) -> R {
         let blockSize = self.blockSize
@@ -166,7 +165,7 @@ public struct FsVerityHasher: Sendable {
 }
 
 /// The pending blocks of an `FsVerityHasher`, borrowed as raw memory for the duration of one call.
-private struct MerkleLevels<H: HashFunction> {
+private struct MerkleLevels<H: BlockHash> {
     let blocks: UnsafeMutableRawBufferPointer
     let hashCounts: UnsafeMutableBufferPointer<UInt64>
     let blockSize: Int
@@ -215,22 +214,6 @@ private struct MerkleLevels<H: HashFunction> {
         if pendingHashBytes(level) == 0 {
             appendHash(ofBlockAt: level)
         }
-    }
-}
-
-extension HashFunction {
-    /// Hashes `bytes` and writes the digest into `destination` (exactly digest-sized).
-    @inline(__always)
-    static func hash(_ bytes: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) {
-        var hasher = Self()
-        hasher.update(bufferPointer: bytes)
-        hasher.finalize().withUnsafeBytes { destination.copyMemory(from: $0) }
-    }
-
-    static func hash(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
-        var hasher = Self()
-        hasher.update(bufferPointer: bytes)
-        return Array(hasher.finalize())
     }
 }
 
