@@ -193,7 +193,7 @@ package enum ArchiveIndex {
             throw .system(error)
         }
         let size = UInt64(try systemCall { () throws(SystemError) in try file.status() }.st_size)
-        var walker = TarWalker(ArchiveFile(file: file, size: size), layer: path, requiresEndMarker: false)
+        var walker = TarWalker(ArchiveFile(file: file, size: size), layer: path)
         var members: [String: (offset: UInt64, size: UInt64)] = [:]
         while let (entry, offset) = try walker.next() {
             guard entry.kind == .regular else { continue }

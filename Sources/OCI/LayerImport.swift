@@ -95,7 +95,10 @@ package enum LayerImporter {
     ) throws(OCIError) -> ([UInt8], ImportStatistics) {
         let splitter = Splitter(tar: tar, repository: repository)
         defer { splitter.buffer.deallocate() }
-        var walker = TarWalker(splitter, layer: layer, requiresEndMarker: true)
+        // umoci 0.4.7 and older end a layer right after its last entry's data, with neither the
+        // padding nor the end-of-archive blocks (umoci #436); Go's tar and bsdtar take them, and
+        // so does the walk. What there is, is kept: the stream reproduces the blob as it came.
+        var walker = TarWalker(splitter, layer: layer)
         while try walker.next() != nil {}
         // The rest (the second zero block, record padding, anything else) stays as is.
         try walker.input.copyInline(UInt64.max, "", upToEnd: true, decoder: walker.decoder)
@@ -130,22 +133,23 @@ package enum LayerImporter {
             if entry.dataSize > (entry.kind == .regular ? inlineMax : nonRegularInlineMax) {
                 let id = try storeObject(size: entry.dataSize, decoder: decoder)
                 writer.writeExternal(id, size: entry.dataSize)
-                try copyInline(padding, "padding", decoder: decoder)
             } else {
-                try copyInline(entry.dataSize + padding, "entry data", decoder: decoder)
+                try copyInline(entry.dataSize, "entry data", decoder: decoder)
             }
+            // The archive may end in the padding (see `split`).
+            try copyInline(padding, "padding", upToEnd: true, decoder: decoder)
         }
 
-        /// Copies `count` bytes inline (with `upToEnd`, whatever is left of the archive).
+        /// Copies `count` bytes inline; with `upToEnd`, fewer where the archive ends first.
         mutating func copyInline(_ count: UInt64, _ what: String, upToEnd: Bool = false, decoder: TarHeaderDecoder) throws(OCIError) {
             var remaining = count
             while remaining > 0 {
                 let piece = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<Int(min(remaining, UInt64(buffer.count)))])
                 let read = try tar.readFully(into: piece)
-                if upToEnd && read == 0 { return }
                 guard read == piece.count || upToEnd else { throw decoder.fail("archive is truncated (in \(what))") }
                 writer.writeInline(UnsafeRawBufferPointer(rebasing: piece[..<read]))
                 statistics.bytesInline += UInt64(read)
+                if read < piece.count { return }
                 remaining -= UInt64(read)
             }
         }

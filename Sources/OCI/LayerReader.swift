@@ -25,8 +25,7 @@ package enum LayerReader {
         try repositoryCall { () throws(RepositoryError) in
             try stream.forEachChunk { (chunk) throws(RepositoryError) in pieces.append(chunk) }
         }
-        // Layers imported here always have an end marker; tolerate its absence anyway.
-        var walker = TarWalker(StreamChunks(pieces: pieces), layer: layer, requiresEndMarker: false)
+        var walker = TarWalker(StreamChunks(pieces: pieces), layer: layer)
         var result: [LayerEntry] = []
         while let (entry, content) = try walker.next() {
             result.append(LayerEntry(entry: entry, content: content))
@@ -53,7 +52,7 @@ private struct StreamChunks: TarInput {
     mutating func consumeData(of entry: TarEntry, padding: UInt64, decoder: TarHeaderDecoder) throws(OCIError) -> EntryContent {
         guard entry.dataSize > 0 else { return .none }
         if let id = takeObject() {
-            try skip(padding, decoder: decoder, what: "padding")
+            skipPadding(padding, decoder: decoder)
             return .object(id)
         }
         guard entry.dataSize <= UInt64(Int.max / 2) else { throw decoder.fail("archive is truncated (in entry data)") }
@@ -61,7 +60,7 @@ private struct StreamChunks: TarInput {
         var data: [UInt8] = []
         let read = try take(Int(entry.dataSize), decoder: decoder) { data.append(contentsOf: $0) }
         guard read == Int(entry.dataSize) else { throw decoder.fail("archive is truncated (in entry data)") }
-        try skip(padding, decoder: decoder, what: "entry data")
+        skipPadding(padding, decoder: decoder)
         return .inline(data)
     }
 
@@ -93,10 +92,9 @@ private struct StreamChunks: TarInput {
         return id
     }
 
-    private mutating func skip(_ count: UInt64, decoder: TarHeaderDecoder, what: String) throws(OCIError) {
-        guard try take(Int(count), decoder: decoder, { _ in }) == Int(count) else {
-            throw decoder.fail("archive is truncated (in \(what))")
-        }
+    /// Skips the padding after an entry's data; a layer may end in it (see `LayerImporter.split`).
+    private mutating func skipPadding(_ count: UInt64, decoder: TarHeaderDecoder) {
+        _ = try? take(Int(count), decoder: decoder) { _ in }
     }
 
     private mutating func skipEmpty() {

@@ -22,14 +22,10 @@ protocol TarInput {
 struct TarWalker<Input: TarInput> {
     var input: Input
     private(set) var decoder: TarHeaderDecoder
-    /// Whether an archive must end with its end-of-archive marker (or may just stop at an
-    /// entry boundary).
-    let requiresEndMarker: Bool
 
-    init(_ input: Input, layer: String, requiresEndMarker: Bool) {
+    init(_ input: Input, layer: String) {
         self.input = input
         decoder = TarHeaderDecoder(layer: layer)
-        self.requiresEndMarker = requiresEndMarker
     }
 
     /// Padding after `size` bytes of data, to the next block.
@@ -41,10 +37,9 @@ struct TarWalker<Input: TarInput> {
     mutating func next() throws(OCIError) -> (entry: TarEntry, data: Input.EntryData)? {
         while true {
             let block = try read(TarHeaderField.blockSize)
-            if block.isEmpty {
-                if requiresEndMarker { throw decoder.fail("archive ends without an end-of-archive marker") }
-                return nil
-            }
+            // An archive may stop at an entry boundary without its end-of-archive blocks, as Go's
+            // tar and bsdtar allow (umoci 0.4.7 and older write layers like that).
+            if block.isEmpty { return nil }
             guard block.count == TarHeaderField.blockSize else { throw decoder.fail("archive is truncated (in a header)") }
             let entry: TarEntry
             switch try withBytes(block, { (raw) throws(OCIError) in try decoder.header(raw) }) {

@@ -316,6 +316,24 @@ struct MemorySource: ByteSource {
         #expect(read[0].entry.size == 0)
     }
 
+    /// umoci 0.4.7 and older end layers right after the last entry's data: no padding, no
+    /// end-of-archive blocks (umoci #436). Such layers import, and their streams give them back
+    /// byte for byte; so do archives cut anywhere in the padding or the end blocks.
+    @Test func layersEndingAfterTheLastEntrysDataAreAccepted() throws {
+        var tar = TarBuilder()
+        tar.file("dir/small", Array("hello".utf8))
+        tar.file("large", Array(repeating: 3, count: 1000))
+        tar.end()
+        let dataEnd = 512 + 512 + 512 + 1000
+        for length in [dataEnd, dataEnd + 1, dataEnd + 24, 512 + 512 + 512 + 1024, tar.bytes.count - 1, 512 + 5] {
+            let entries = try entries(Array(tar.bytes[0..<length]))
+            #expect(entries.map { String(decoding: $0.entry.path, as: UTF8.self) } == (length == 512 + 5 ? ["dir/small"] : ["dir/small", "large"]), "\(length)")
+            if length >= dataEnd, case .object = entries[1].content {} else if length >= dataEnd {
+                Issue.record("\(length): the large file is not an object")
+            }
+        }
+    }
+
     @Test func damagedArchivesFailWithTheReason() throws {
         var good = TarBuilder()
         good.file("file", Array("content".utf8))
@@ -325,8 +343,14 @@ struct MemorySource: ByteSource {
         flipped[10] ^= 0x40
         #expect(try failure(flipped).contains("checksum mismatch"))
 
-        #expect(try failure(Array(good.bytes[0..<700])).contains("truncated"))
-        #expect(try failure(Array(good.bytes[0..<1024])).contains("without an end-of-archive marker"))
+        // Entry data cut short is refused, inline or an object's; so is a cut header.
+        var long = TarBuilder()
+        long.file("small", Array(repeating: 7, count: 60))
+        long.file("large", Array(repeating: 9, count: 3000))
+        long.end()
+        #expect(try failure(Array(long.bytes[0..<(512 + 30)])).contains("archive is truncated (in entry data)"))
+        #expect(try failure(Array(long.bytes[0..<(1024 + 512 + 2000)])).contains("archive is truncated (in file content)"))
+        #expect(try failure(Array(long.bytes[0..<(1024 + 100)])).contains("archive is truncated (in a header)"))
         #expect(try failure(Array("not a tar at all".utf8)).contains("truncated"))
 
         var unknown = TarBuilder()
