@@ -99,6 +99,12 @@ public final class Inode {
 
     public func removeAllXattrs() { xattrList = XattrList() }
 
+    /// Keeps only the xattrs whose key `keep` accepts.
+    public func filterXattrs(_ keep: ([UInt8]) -> Bool) { xattrList.filter(keep) }
+
+    /// Replaces all xattrs with `list`.
+    public func replaceXattrs(with list: XattrList) { xattrList = list }
+
     /// Sets (or replaces) an xattr; `external` selects the stricter space limit for untrusted input.
     public func setXattr(_ key: [UInt8], _ value: [UInt8], external: Bool = true) throws(TreeError) {
         try xattrList.set(key, value, external: external)
@@ -149,6 +155,12 @@ public final class Inode {
         if found { entries.remove(at: index) }
     }
 
+    /// Removes every entry.
+    public func removeAllEntries() { entries.removeAll() }
+
+    /// Marks the entry at `index` as a hard link to its inode's primary entry, or as the primary.
+    public func setHardlink(at index: Int, _ isHardlink: Bool) { entries[index].isHardlink = isHardlink }
+
     /// Points an existing entry at another inode (used to resolve hard links).
     public func replaceEntryInode(at index: Int, with inode: Inode, isHardlink: Bool) {
         entries[index].inode = inode
@@ -186,6 +198,14 @@ public struct XattrList: Sendable {
         guard let index = items.firstIndex(where: { $0.key == key }) else { return }
         let old = items.remove(at: index)
         accountedSize = items.isEmpty ? 0 : accountedSize - (7 + old.key.count + old.value.count)
+    }
+
+    /// Keeps only the xattrs whose key `keep` accepts.
+    public mutating func filter(_ keep: ([UInt8]) -> Bool) {
+        let kept = items.filter { keep($0.key) }
+        guard kept.count != items.count else { return }
+        self = XattrList()
+        for xattr in kept { try? set(xattr.key, xattr.value, external: false) }
     }
 
     /// Renames in place without re-accounting (as the reference does when escaping).

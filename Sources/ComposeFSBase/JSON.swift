@@ -96,6 +96,8 @@ public func jsonString(_ text: String) -> String {
         case "\n": result += "\\n"
         case "\r": result += "\\r"
         case "\t": result += "\\t"
+        case "\u{08}": result += "\\b"
+        case "\u{0C}": result += "\\f"
         case let c where c.value < 0x20: result += String(format: "\\u%04x", c.value)
         default: result.unicodeScalars.append(scalar)
         }

@@ -21,12 +21,19 @@ public struct ScanOptions: Sendable {
     public var useEpoch = false
     /// Leave out block and character devices.
     public var skipDevices = false
+    /// Keep hard links (entries with the same device and inode share one inode), as composefs-rs
+    /// does; mkcomposefs gives every path its own.
+    public var keepHardlinks = false
 
-    public init(skipXattrs: Bool = false, userXattrsOnly: Bool = false, useEpoch: Bool = false, skipDevices: Bool = false) {
+    public init(
+        skipXattrs: Bool = false, userXattrsOnly: Bool = false, useEpoch: Bool = false, skipDevices: Bool = false,
+        keepHardlinks: Bool = false
+    ) {
         self.skipXattrs = skipXattrs
         self.userXattrsOnly = userXattrsOnly
         self.useEpoch = useEpoch
         self.skipDevices = skipDevices
+        self.keepHardlinks = keepHardlinks
     }
 }
 
@@ -71,6 +78,13 @@ public struct DirectoryScanner {
     private let direntBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 8)
     private var listBuffer: [CChar] = Array(repeating: 0, count: 1 << 12)
     private var valueBuffer: [UInt8] = Array(repeating: 0, count: 1 << 12)
+    /// With `keepHardlinks`: the inode of each (device, inode) met so far.
+    private var inodes: [FileIdentity: Inode] = [:]
+
+    struct FileIdentity: Hashable {
+        var device: UInt64
+        var inode: UInt64
+    }
 
     static let userPrefix = Array("user.".utf8)
 
@@ -101,7 +115,11 @@ public struct DirectoryScanner {
     private mutating func load(dirfd: Int32, name: UnsafePointer<CChar>, path: [UInt8]) throws(ScanError) -> Inode {
         var st = stat()
         guard fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { throw fail(path) }
+        let identity = FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+        let isDirectory = (st.st_mode & S_IFMT) == S_IFDIR
+        if options.keepHardlinks && !isDirectory, let seen = inodes[identity] { return seen }
         let inode = Inode(mode: UInt32(st.st_mode))
+        if options.keepHardlinks && !isDirectory { inodes[identity] = inode }
         inode.uid = st.st_uid
         inode.gid = st.st_gid
         inode.rdev = UInt32(truncatingIfNeeded: st.st_rdev)

@@ -43,6 +43,55 @@ public enum DumpfileWriter {
         try buffer.withUnsafeBytes { try output($0) }
     }
 
+    // MARK: composefs-rs's form
+
+    /// The dump of `inode` at `path` (a directory with everything below it) as composefs-rs
+    /// 0.9 prints it (`cfsctl create-dumpfile`, `dump-files`): directories have size 0, xattrs
+    /// are sorted, and an inode met again is a line `PATH 0 @120000 - - - - 0.0 FIRST - -`
+    /// naming where it was first printed. Child paths are built as Rust's `PathBuf` push and
+    /// pop build them (so `dir//` lists `dir//first`, then `dir/second`).
+    public static func writeComposefsRS(
+        _ inode: Inode, at path: [UInt8], to output: (UnsafeRawBufferPointer) throws -> Void
+    ) rethrows {
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(chunkSize + 4096)
+        var printed: [ObjectIdentifier: [UInt8]] = [:]
+        var path = path
+        func line(_ inode: Inode) {
+            var escaped: [UInt8] = []
+            Escaping.escape(path, style: .loneDash, into: &escaped)
+            if !inode.isDirectory, let first = printed[ObjectIdentifier(inode)] {
+                buffer += escaped + Array(" 0 @120000 - - - - 0.0 ".utf8) + first + Array(" - -\n".utf8)
+                return
+            }
+            if !inode.isDirectory && inode.nlink > 1 { printed[ObjectIdentifier(inode)] = escaped }
+            writeLine(inode, path: escaped, primaryPath: nil, rsForm: true, into: &buffer)
+        }
+        line(inode)
+        guard inode.isDirectory else { return try buffer.withUnsafeBytes { try output($0) } }
+        // Depth first; each level remembers its next entry.
+        var stack = [inode.entries[...]]
+        while let top = stack.indices.last {
+            guard let entry = stack[top].popFirst() else {
+                stack.removeLast()
+                if !stack.isEmpty { RustPath.pop(&path) }
+                continue
+            }
+            RustPath.push(&path, entry.name)
+            line(entry.inode)
+            if entry.inode.isDirectory {
+                stack.append(entry.inode.entries[...])
+            } else {
+                RustPath.pop(&path)
+            }
+            if buffer.count >= chunkSize {
+                try buffer.withUnsafeBytes { try output($0) }
+                buffer.removeAll(keepingCapacity: true)
+            }
+        }
+        try buffer.withUnsafeBytes { try output($0) }
+    }
+
     /// The whole dump in memory.
     public static func dump(root: Inode) -> [UInt8] {
         var text: [UInt8] = []
@@ -135,16 +184,22 @@ public enum DumpfileWriter {
         }
     }
 
-    /// One line; `path` is already escaped.
-    private static func writeLine(_ inode: Inode, path: [UInt8], primaryPath: [UInt8]?, into line: inout [UInt8]) {
+    /// One line; `path` is already escaped. In composefs-rs's form (`rsForm`) a directory's
+    /// size is 0 and its nlink 2 plus its subdirectories, whatever the tree says, and xattrs
+    /// are sorted.
+    private static func writeLine(
+        _ inode: Inode, path: [UInt8], primaryPath: [UInt8]?, rsForm: Bool = false, into line: inout [UInt8]
+    ) {
         let space = UInt8(ascii: " ")
         line.append(contentsOf: path)
         line.append(space)
-        appendDecimal(inode.size, to: &line)
+        let rsDirectory = rsForm && inode.isDirectory
+        appendDecimal(rsDirectory ? 0 : inode.size, to: &line)
         line.append(space)
         if primaryPath != nil { line.append(UInt8(ascii: "@")) }
         appendOctal(inode.mode, to: &line)
-        for value in [UInt64(inode.nlink), UInt64(inode.uid), UInt64(inode.gid), UInt64(inode.rdev)] {
+        let nlink = rsDirectory ? 2 + UInt64(inode.entries.count { $0.inode.isDirectory }) : UInt64(inode.nlink)
+        for value in [nlink, UInt64(inode.uid), UInt64(inode.gid), UInt64(inode.rdev)] {
             line.append(space)
             appendDecimal(value, to: &line)
         }
@@ -154,10 +209,12 @@ public enum DumpfileWriter {
         line.append(UInt8(ascii: "."))
         appendDecimal(UInt64(inode.mtime.nanoseconds), to: &line)
         line.append(space)
+        // composefs-rs has no backing file for inline content, so no path or digest for it.
+        let inlineOnly = rsForm && inode.content != nil
         if let primaryPath {
             line.append(contentsOf: primaryPath)
         } else {
-            Escaping.escapeOptional(inode.payload, style: .loneDash, into: &line)
+            Escaping.escapeOptional(inlineOnly ? nil : inode.payload, style: .loneDash, into: &line)
         }
         line.append(space)
         if let content = inode.content {
@@ -166,12 +223,12 @@ public enum DumpfileWriter {
             line.append(UInt8(ascii: "-"))
         }
         line.append(space)
-        if let digest = inode.digest {
+        if let digest = inode.digest, !inlineOnly {
             Hex.append(digest.bytes, to: &line)
         } else {
             line.append(UInt8(ascii: "-"))
         }
-        for xattr in inode.xattrs {
+        for xattr in rsForm ? inode.xattrs.sorted(by: { compareBytes($0.key, $1.key) < 0 }) : inode.xattrs {
             line.append(space)
             Escaping.escape(xattr.key, style: .equals, into: &line)
             line.append(UInt8(ascii: "="))
@@ -204,5 +261,26 @@ public enum DumpfileWriter {
             out[i] = UInt8(ascii: "0") + UInt8(v % radix)
             v /= radix
         }
+    }
+}
+
+/// Rust's `PathBuf::push` and `pop` on bytes, for paths as composefs-rs prints them.
+enum RustPath {
+    static let slash = UInt8(ascii: "/")
+
+    /// Appends a component, with a separator unless the path is empty or ends in one.
+    static func push(_ path: inout [UInt8], _ component: [UInt8]) {
+        if !path.isEmpty && path.last != slash { path.append(slash) }
+        path += component
+    }
+
+    /// Truncates to the parent: the path without its last component and the separators
+    /// before it ("/" stays "/", a lone relative component becomes empty).
+    static func pop(_ path: inout [UInt8]) {
+        var end = path.count
+        while end > 1 && path[end - 1] == slash { end -= 1 }
+        while end > 0 && path[end - 1] != slash { end -= 1 }
+        while end > 1 && path[end - 1] == slash { end -= 1 }
+        path.removeSubrange(end...)
     }
 }

@@ -43,7 +43,8 @@ public struct FsckReport: Equatable, Sendable {
 }
 
 extension Repository {
-    public func fsck(repair: Bool = false) throws(RepositoryError) -> FsckReport {
+    /// Checks the repository; `metadataOnly` leaves the objects' digests unchecked.
+    public func fsck(repair: Bool = false, metadataOnly: Bool = false) throws(RepositoryError) -> FsckReport {
         // Repairs delete files: no import may be half done meanwhile.
         if repair { try lockExclusive() }
         defer { if repair { try? lockShared() } }
@@ -54,16 +55,25 @@ extension Repository {
             if unlinkat(directory.raw, relative, 0) == 0 { repaired.append(relative) }
         }
 
-        // Objects: named by their own digest, nothing else in objects/.
-        for (top, type) in try list("objects") {
-            let topPath = "objects/" + top
-            guard type == DT_DIR, top.count == 2, Hex.decode(top) != nil else {
-                report.objectsChecked += 1
-                report.objectsCorrupted += 1
-                report.errors.append(FsckError(type: "object-invalid-name", path: topPath, fields: [("detail", "stray entry")]))
-                remove(topPath)
-                continue
+        // meta.json, read again: it must still parse and name the algorithm in use.
+        do throws(RepositoryError) {
+            if let bytes = try readFile("meta.json") {
+                let current = try RepositoryMetadata(decoding: bytes)
+                if current.algorithm != metadata.algorithm {
+                    report.errors.append(FsckError(
+                        type: "metadata-algorithm-mismatch", path: "meta.json",
+                        fields: [("expected", current.algorithm.description), ("actual", algorithm.name)]))
+                }
+            } else {
+                report.hasMetadata = false
             }
+        } catch {
+            report.errors.append(FsckError(type: "metadata-parse-failed", path: "meta.json", fields: [("detail", "\(error)")]))
+        }
+
+        // Objects, each named by its own digest. Only objects/XX directories hold objects; nothing else there is looked at, as in composefs-rs.
+        for (top, type) in try list("objects") where !metadataOnly && type == DT_DIR && top.utf8.count == 2 && Hex.decode(top) != nil {
+            let topPath = "objects/" + top
             for (name, _) in try list(topPath) {
                 let relative = topPath + "/" + name
                 report.objectsChecked += 1

@@ -22,16 +22,18 @@ extension Repository {
         if !dryRun { try lockExclusive() }
         defer { if !dryRun { try? lockShared() } }
 
+        // As composefs-rs: anything that does not fit the layout stops gc before it deletes,
+        // rather than being guessed about.
         var live = Set<ObjectID>()
         // Images reached from refs or named roots.
         let imageEntries = try entries(of: "images")
-        var imageRoots = Set(try refTargets(in: "images/refs"))
+        var imageRoots = Set(try refTargets(in: "images/refs", entries: imageEntries))
         imageRoots.formUnion(extraRoots.filter { imageEntries[$0] != nil })
         for name in imageRoots.sorted() {
             guard let id = imageEntries[name] else { continue }
             live.insert(id)
             let fd = openat(directory.raw, "objects/" + id.objectPath, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { continue }  // a ref to a lost image keeps nothing alive
+            guard fd >= 0 else { throw .imageNotFound(name) }
             let file = FileDescriptor(owning: fd, path: "images/" + name)
             try checkVerity(fd, expected: id, path: "images/" + name)
             live.formUnion(referencedObjects(try readImage(file, path: "images/" + name)))
@@ -39,13 +41,13 @@ extension Repository {
         // Streams, and the streams they name, recursively.
         let streamEntries = try entries(of: "streams")
         let streamNames = Dictionary(streamEntries.map { ($0.value, $0.key) }, uniquingKeysWith: { first, _ in first })
-        var pendingStreams = Set(try refTargets(in: "streams/refs"))
+        var pendingStreams = Set(try refTargets(in: "streams/refs", entries: streamEntries))
         pendingStreams.formUnion(extraRoots.filter { streamEntries[$0] != nil })
         var visited = Set<String>()
         while let name = pendingStreams.popFirst() {
             guard visited.insert(name).inserted, let id = streamEntries[name] else { continue }
             live.insert(id)
-            guard let bytes = try readFile("objects/" + id.objectPath) else { continue }
+            guard let bytes = try readFile("objects/" + id.objectPath) else { throw .notFound("stream \(name)") }
             let references = try SplitStreamReferences(bytes, algorithm: algorithm)
             live.formUnion(references.objects)
             for stream in references.streams {
@@ -59,7 +61,10 @@ extension Repository {
             let prefixName = Hex.encode([UInt8(prefix)])
             let directoryName = "objects/" + prefixName
             for (name, _) in try list(directoryName) {
-                guard let id = ObjectID(objectPath: prefixName + "/" + name, algorithm: algorithm), !live.contains(id) else { continue }
+                guard let id = ObjectID(objectPath: prefixName + "/" + name, algorithm: algorithm) else {
+                    throw .corrupt(path: directoryName + "/" + name, reason: "not an object name")
+                }
+                guard !live.contains(id) else { continue }
                 var info = stat()
                 guard fstatat(directory.raw, directoryName + "/" + name, &info, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
                 result.objectsRemoved += 1
@@ -82,24 +87,30 @@ extension Repository {
             guard type == DT_LNK, let target = readLink(at: directory.raw, category + "/" + name),
                 let id = ObjectID(objectPath: target, algorithm: algorithm)
             else {
-                throw .corrupt(path: category + "/" + name, reason: "not a symlink to an object")
+                throw .corrupt(path: category + "/" + name, reason: "not a symlink to an object (category directory contains non-symlink)")
             }
             result[name] = id
         }
         return result
     }
 
-    /// The entry names (last component of each target) that symlinks under `refs` point at.
-    func refTargets(in refs: String) throws(RepositoryError) -> [String] {
+    /// The entry names (last component of each target) that symlinks under `refs` point at;
+    /// each must be one of `entries`.
+    func refTargets(in refs: String, entries: [String: ObjectID]) throws(RepositoryError) -> [String] {
         var targets: [String] = []
         for (name, type) in try list(refs) {
             let child = refs + "/" + name
             if type == DT_DIR {
-                targets += try refTargets(in: child)
-            } else if type == DT_LNK, let target = readLink(at: directory.raw, child),
-                let last = target.split(separator: "/").last
-            {
+                targets += try refTargets(in: child, entries: entries)
+            } else if type == DT_LNK {
+                guard let target = readLink(at: directory.raw, child), let last = target.split(separator: "/").last,
+                    entries[String(last)] != nil
+                else {
+                    throw .corrupt(path: child, reason: "the ref points at an entry that does not exist")
+                }
                 targets.append(String(last))
+            } else {
+                throw .corrupt(path: child, reason: "unexpected file type in refs (neither a directory nor a symlink)")
             }
         }
         return targets
@@ -132,6 +143,14 @@ extension Repository {
 
     /// Names and d_types in a directory below the repository; empty if it does not exist.
     func list(_ relative: String) throws(RepositoryError) -> [(String, UInt8)] {
+        try Self.list(directory, relative, path: path)
+    }
+
+    /// Names and d_types in a directory below `directory` (at `path`), sorted by name unless
+    /// `sorted` is false (then in the order the file system gives); empty if it does not exist.
+    static func list(
+        _ directory: FileDescriptor, _ relative: String, path: String, sorted: Bool = true
+    ) throws(RepositoryError) -> [(String, UInt8)] {
         let fd = openat(directory.raw, relative, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else {
             if errno == ENOENT || errno == ENOTDIR { return [] }
@@ -163,6 +182,6 @@ extension Repository {
             }
             result.append((name, type))
         }
-        return result.sorted { $0.0 < $1.0 }
+        return sorted ? result.sorted { $0.0 < $1.0 } : result
     }
 }

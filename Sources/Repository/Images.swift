@@ -1,6 +1,6 @@
 // Images: composefs EROFS images stored as objects and listed under images/ (only those may
-// be mounted), built from directories the way mkcomposefs builds them, so an image id computed
-// at build time equals `mkcomposefs --print-digest-only` of the same tree (SHA-256 repositories).
+// be mounted), built from directories the way composefs-rs 0.9 builds them, so an image id
+// computed here equals the one its `cfsctl` computes for the same tree and options.
 
 import ComposeFS
 import ComposeFSBase
@@ -11,44 +11,82 @@ import FsVerity
 import Glibc
 #endif
 
+/// How a directory becomes an image's tree (composefs-rs's `cfsctl` tree options).
+public struct DirectoryImageOptions: Sendable {
+    /// The container-root transform (the root takes /usr's metadata, /run is emptied, only
+    /// these xattrs stay); nil keeps the tree as it is (`--no-propagate-usr-to-root`).
+    public var containerRoot: XattrFilter?
+    /// The boot transform (/boot and /sysroot emptied, SELinux labels applied or stripped).
+    public var bootable: Bool
+
+    public init(containerRoot: XattrFilter? = .allowlistOnly, bootable: Bool = false) {
+        self.containerRoot = containerRoot
+        self.bootable = bootable
+    }
+}
+
 extension Repository {
-    /// The image of `directory` as mkcomposefs builds it, its files' digests computed with
-    /// `algorithm`, each file over the inline limit handed to `store` when one is given.
-    public static func image(
-        of directory: String, algorithm: FsVerityAlgorithm, threads: Int, store: (any ObjectStore)? = nil,
-        cache: (any DigestCache)? = nil, progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
-    ) throws(RepositoryError) -> [UInt8] {
-        let root: Inode
+    /// The tree of `directory` as composefs-rs reads it: hard links kept, each file's digest
+    /// computed with `algorithm`, each file over the inline limit handed to `store` when one
+    /// is given.
+    public static func tree(
+        of directory: String, algorithm: FsVerityAlgorithm, options: DirectoryImageOptions, threads: Int,
+        store: (any ObjectStore)? = nil, cache: (any DigestCache)? = nil,
+        progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
+    ) throws(RepositoryError) -> Inode {
+        let build = BuildOptions(
+            scan: ScanOptions(keepHardlinks: true), algorithm: algorithm, threads: threads, containerRoot: options.containerRoot,
+            bootable: options.bootable)
         do throws(BuildError) {
-            root = try DirectoryTree.build(
-                directory: directory, options: BuildOptions(algorithm: algorithm, threads: threads), store: store,
-                cache: cache, progress: progress)
+            return try DirectoryTree.build(directory: directory, options: build, store: store, cache: cache, progress: progress)
         } catch {
             throw .build(error)
         }
-        do { return try ImageWriter.image(root: root) } catch { throw .imageWrite(error) }
+    }
+
+    /// The image of a tree in `format`, after the checks composefs-rs makes before writing one.
+    public static func image(of root: Inode, format: FormatVersion) throws(RepositoryError) -> [UInt8] {
+        var whiteoutLinked = false
+        ContainerRoot.forEachInode(root) { if $0.isWhiteout && $0.nlink > 1 { whiteoutLinked = true } }
+        if whiteoutLinked { throw .invalidFilesystem("whiteout inode has nlink > 1") }
+        do { return try ImageWriter.image(root: root, options: ImageOptions(minVersion: UInt32(format.rawValue), maxVersion: UInt32(format.rawValue))) } catch { throw .imageWrite(error) }
     }
 
     /// The image id of a directory without storing anything (`cfsctl compute-id`).
-    public static func computeID(directory: String, algorithm: FsVerityAlgorithm, threads: Int) throws(RepositoryError) -> ObjectID {
-        FsVerity.digest(of: try image(of: directory, algorithm: algorithm, threads: threads), algorithm: algorithm)
+    public static func computeID(
+        directory: String, algorithm: FsVerityAlgorithm, format: FormatVersion, options: DirectoryImageOptions, threads: Int
+    ) throws(RepositoryError) -> ObjectID {
+        let root = try tree(of: directory, algorithm: algorithm, options: options, threads: threads)
+        return FsVerity.digest(of: try image(of: root, format: format), algorithm: algorithm)
     }
 
-    /// Stores every file of `directory` and its image; returns the image id. With `name`, the
-    /// image also gets the ref images/refs/NAME.
+    /// Stores every file of `directory` and its images; returns the id of the image in the
+    /// default format. With `name`, that image also gets the ref images/refs/NAME.
     public func createImage(
-        from directory: String, name: String?, threads: Int,
+        from directory: String, name: String?, options: DirectoryImageOptions, threads: Int,
         progress: (@Sendable (_ done: Int, _ total: Int) -> Void)? = nil
     ) throws(RepositoryError) -> ObjectID {
         let store = RepositoryObjectStore(repository: self, objects: try objectsDirectory())
         // Digests of files unchanged since an earlier import come from the cache, unread.
         let cache = FileDigestCache(repository: self)
-        let image = try Self.image(
-            of: directory, algorithm: algorithm, threads: threads, store: store, cache: cache, progress: progress)
-        let id = try writeImage(image, name: name)
+        let root = try Self.tree(
+            of: directory, algorithm: algorithm, options: options, threads: threads, store: store, cache: cache, progress: progress)
+        let id = try commitImages(root: root, name: name)
         // Only a shortcut for next time: failing to save it does not fail the import.
         try? cache.save(in: self)
         return id
+    }
+
+    /// Writes the image of `root` in every format the repository keeps (`imageFormats`);
+    /// returns the id of the default one, which alone gets `name`.
+    public func commitImages(root: Inode, name: String?) throws(RepositoryError) -> ObjectID {
+        var defaultID: ObjectID?
+        for format in imageFormats {
+            let id = try writeImage(try Self.image(of: root, format: format), name: defaultID == nil ? name : nil)
+            if defaultID == nil { defaultID = id }
+        }
+        guard let defaultID else { throw .unsupported("the repository names no image format") }
+        return defaultID
     }
 
     /// Stores an image and lists it under images/ (and images/refs/NAME). Everything is flushed
@@ -65,6 +103,24 @@ extension Repository {
         return id
     }
 
+    /// The refs under images/refs/ (recursively, names joined with '/') and the last component
+    /// of what each points at, in the order the file system lists them, as composefs-rs's
+    /// `cfsctl images` shows them. Links to nowhere are listed too.
+    public func imageRefs() throws(RepositoryError) -> [(name: String, digest: String)] {
+        var refs: [(name: String, digest: String)] = []
+        func visit(_ relative: String, _ prefix: String) throws(RepositoryError) {
+            for (name, type) in try Self.list(directory, relative, path: path, sorted: false) {
+                if type == DT_DIR {
+                    try visit(relative + "/" + name, prefix + name + "/")
+                } else if let target = readLink(at: directory.raw, relative + "/" + name) {
+                    refs.append((prefix + name, String(target.split(separator: "/").last ?? "")))
+                }
+            }
+        }
+        try visit("images/refs", "")
+        return refs
+    }
+
     /// An image opened by name.
     public struct OpenedImage {
         public let file: FileDescriptor
@@ -73,22 +129,30 @@ extension Repository {
         public let verified: Bool
     }
 
-    /// Opens `images/NAME`, where NAME is a digest (checked against the kernel's measurement)
-    /// or `refs/…` (trusted as named).
+    /// Opens an image by name, as composefs-rs resolves it: `images/NAME`, else for a NAME
+    /// without '/' the ref `images/refs/NAME`. A NAME without '/' found in images/ is a digest,
+    /// checked against the kernel's measurement; refs are trusted as named.
     public func openImage(_ name: String) throws(RepositoryError) -> OpenedImage {
-        let isRef = name.hasPrefix("refs/")
-        let id = isRef ? nil : ObjectID(hex: name, algorithm: algorithm)
-        guard isRef || id != nil else { throw .invalidName(name) }
-        let fd = openat(directory.raw, "images/" + name, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            if errno == ENOENT { throw .notFound("image \(name)") }
-            throw .system(SystemError("open", path: path + "/images/" + name))
+        func open(_ relative: String) throws(RepositoryError) -> FileDescriptor? {
+            let fd = openat(directory.raw, relative, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                if errno == ENOENT { return nil }
+                throw .system(SystemError("open", path: path + "/" + relative))
+            }
+            return FileDescriptor(owning: fd, path: path + "/" + relative)
         }
-        let file = FileDescriptor(owning: fd, path: path + "/images/" + name)
-        guard let id else { return OpenedImage(file: file, id: nil, verified: true) }
+        guard !name.isEmpty, !name.split(separator: "/").contains("..") else { throw .invalidName(name) }
+        guard let file = try open("images/" + name) else {
+            if !name.contains("/"), let file = try open("images/refs/" + name) {
+                return OpenedImage(file: file, id: nil, verified: true)
+            }
+            throw .imageNotFound(name)
+        }
+        if name.contains("/") { return OpenedImage(file: file, id: nil, verified: true) }
+        guard let id = ObjectID(hex: name, algorithm: algorithm) else { throw .invalidName(name) }
         let measured: ObjectID
         do throws(FsVerityError) {
-            measured = try FsVerity.measure(fileDescriptor: fd)
+            measured = try FsVerity.measure(fileDescriptor: file.raw)
         } catch {
             guard (error == .notEnabled || error == .notSupported) && !isSecure else { throw .verityMissing(path: "images/" + name) }
             // An insecure repository: nothing vouches for the image, so mounts go without verity.

@@ -1,6 +1,7 @@
 // meta.json: the repository's format version, digest algorithm and feature flags, in the
 // layout composefs-rs writes (doc/repository.md).
 
+import ComposeFS
 import ComposeFSBase
 import FsVerity
 
@@ -42,36 +43,69 @@ public struct RepositoryMetadata: Sendable, Equatable {
     /// The newest format version this implementation reads and writes.
     public static let currentVersion = 1
 
+    /// The read-only-compatible feature of repositories whose images are format V1.
+    public static let v1Feature = "v1_erofs"
+
     public var version: Int
     public var algorithm: RepositoryAlgorithm
     /// Features old tools may ignore, may only read, or must refuse (ext4-style).
     public var compatible: [String] = []
     public var readOnlyCompatible: [String] = []
     public var incompatible: [String] = []
+    /// `erofs_formats`: the image format(s) images are written in, the default first; nil when
+    /// meta.json has none (a repository from before the field, whose format `formats` tells).
+    public var erofsFormats: (default: FormatVersion, extra: [FormatVersion])?
 
-    public init(algorithm: RepositoryAlgorithm) {
+    /// What `cfsctl init` writes: format V1 unless told otherwise.
+    public init(algorithm: RepositoryAlgorithm, erofsVersion: FormatVersion = .v1) {
         version = Self.currentVersion
         self.algorithm = algorithm
+        erofsFormats = (erofsVersion, [])
+        if erofsVersion == .v1 { readOnlyCompatible = [Self.v1Feature] }
     }
+
+    /// The formats images are written in, the default first: `erofs_formats` when it says more
+    /// than V2 alone; otherwise V1 in repositories with the `v1_erofs` feature and V2 in those
+    /// from before either existed (composefs-rs's rule).
+    public var formats: [FormatVersion] {
+        if let erofsFormats, erofsFormats.default != .v2 || !erofsFormats.extra.isEmpty {
+            return [erofsFormats.default] + erofsFormats.extra.sorted()
+        }
+        return [readOnlyCompatible.contains(Self.v1Feature) ? .v1 : .v2]
+    }
+
+    public static func == (a: RepositoryMetadata, b: RepositoryMetadata) -> Bool {
+        a.version == b.version && a.algorithm == b.algorithm && a.compatible == b.compatible
+            && a.readOnlyCompatible == b.readOnlyCompatible && a.incompatible == b.incompatible
+            && a.erofsFormats?.default == b.erofsFormats?.default && a.erofsFormats?.extra == b.erofsFormats?.extra
+    }
+
+    /// How `init` names a configuration in its refusals: `algorithm: …, erofs_version: V1`.
+    var summary: String { "algorithm: \(algorithm), erofs_version: V\(formats[0].rawValue)" }
 
     /// Pretty JSON with two-space indents and a final newline, keys in the reference's order.
     public func encoded() -> [UInt8] {
-        func list(_ items: [String]) -> String {
-            items.isEmpty ? "[]" : "[\n" + items.map { "      \(jsonString($0))" }.joined(separator: ",\n") + "\n    ]"
+        func list(_ items: [String], _ indent: String) -> String {
+            items.isEmpty ? "[]" : "[\n" + items.map { "\(indent)  \(jsonString($0))" }.joined(separator: ",\n") + "\n\(indent)]"
         }
-        let text = """
+        var text = """
             {
               "version": \(version),
               "algorithm": \(jsonString(algorithm.description)),
               "features": {
-                "compatible": \(list(compatible)),
-                "read-only-compatible": \(list(readOnlyCompatible)),
-                "incompatible": \(list(incompatible))
+                "compatible": \(list(compatible, "    ")),
+                "read-only-compatible": \(list(readOnlyCompatible, "    ")),
+                "incompatible": \(list(incompatible, "    "))
               }
-            }
-
             """
-        return Array(text.utf8)
+        if let erofsFormats {
+            text += ",\n  \"erofs_formats\": {\n    \"default\": \(erofsFormats.default.rawValue)"
+            if !erofsFormats.extra.isEmpty {
+                text += ",\n    \"extra\": [\n" + erofsFormats.extra.map { "      \($0.rawValue)" }.joined(separator: ",\n") + "\n    ]"
+            }
+            text += "\n  }"
+        }
+        return Array((text + "\n}\n").utf8)
     }
 
     public init(decoding bytes: [UInt8]) throws(RepositoryError) {
@@ -106,6 +140,22 @@ public struct RepositoryMetadata: Sendable, Equatable {
         compatible = try strings("compatible")
         readOnlyCompatible = try strings("read-only-compatible")
         incompatible = try strings("incompatible")
+        if let formats = document["erofs_formats"] {
+            func format(_ value: JSONValue?) throws(RepositoryError) -> FormatVersion {
+                guard case let .integer(number)? = value, let version = FormatVersion(rawValue: Int(number)) else {
+                    throw .invalidMetadata("failed to parse meta.json: invalid EROFS format version in \"erofs_formats\"")
+                }
+                return version
+            }
+            var extra: [FormatVersion] = []
+            if let list = formats["extra"] {
+                guard case let .array(items) = list else {
+                    throw .invalidMetadata("failed to parse meta.json: \"erofs_formats.extra\" is not a list")
+                }
+                for item in items { extra.append(try format(item)) }
+            }
+            erofsFormats = (try format(formats["default"]), Array(Set(extra)).sorted())
+        }
     }
 
     /// Refuses what this implementation cannot safely use.

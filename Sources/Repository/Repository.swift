@@ -7,6 +7,7 @@
 // exclusively, so it never runs while an import is between writing objects and naming them.
 
 import CComposeFSSys
+import ComposeFS
 import ComposeFSBuild
 import ComposeFSBase
 import FsVerity
@@ -21,66 +22,172 @@ public final class Repository: @unchecked Sendable {
     let directory: FileDescriptor
     public let metadata: RepositoryMetadata
     /// Whether meta.json has fs-verity: then every object must have it too.
-    public let isSecure: Bool
+    public private(set) var isSecure: Bool
 
     public var algorithm: FsVerityAlgorithm { metadata.algorithm.hash }
 
     // MARK: Opening and creating
 
-    /// Opens an initialized repository and takes the shared lock.
-    public init(path: String) throws(RepositoryError) {
+    /// Image formats for this use only, instead of meta.json's (`cfsctl --erofs-version`).
+    public var formatOverride: FormatVersion?
+
+    /// The formats images are written in, the default first.
+    public var imageFormats: [FormatVersion] { formatOverride.map { [$0] } ?? metadata.formats }
+
+    /// Opens an initialized repository and takes the shared lock. A repository from before
+    /// meta.json (objects/ but no meta.json) is given one first, as composefs-rs does, unless
+    /// `upgrade` is false.
+    public init(path: String, upgrade: Bool = true) throws(RepositoryError) {
         self.path = path
         let directory = try systemCall { () throws(SystemError) in try FileDescriptor.open(path, O_RDONLY | O_DIRECTORY) }
         self.directory = directory
         try Self.lock(directory, LOCK_SH)
-        guard let bytes = try systemCall({ () throws(SystemError) in try ComposeFSBase.readFile("meta.json", relativeTo: directory.raw) }) else {
-            throw .notInitialized(path: path)
+        var bytes = try systemCall { () throws(SystemError) in try ComposeFSBase.readFile("meta.json", relativeTo: directory.raw) }
+        if bytes == nil && upgrade, try Self.upgradeLegacy(directory, path: path) {
+            bytes = try systemCall { () throws(SystemError) in try ComposeFSBase.readFile("meta.json", relativeTo: directory.raw) }
         }
+        guard let bytes else { throw .notInitialized(path: path) }
         metadata = try RepositoryMetadata(decoding: bytes)
         try metadata.checkSupported()
         isSecure = Self.hasVerity(directory, "meta.json", algorithm: metadata.algorithm.hash)
     }
 
-    public enum InitResult: Equatable { case created, alreadyInitialized }
+    /// Stops requiring fs-verity on objects and images for this use (`cfsctl --insecure`).
+    public func treatAsInsecure() { isSecure = false }
+
+    /// The algorithm of the repository at `path` without opening it for use: meta.json's, or
+    /// for a repository from before meta.json, the one its object names tell. Writes nothing.
+    public static func detectAlgorithm(at path: String) throws(RepositoryError) -> RepositoryAlgorithm {
+        let directory = try systemCall { () throws(SystemError) in try FileDescriptor.open(path, O_RDONLY | O_DIRECTORY) }
+        if let bytes = try systemCall({ () throws(SystemError) in try ComposeFSBase.readFile("meta.json", relativeTo: directory.raw) }) {
+            return try RepositoryMetadata(decoding: bytes).algorithm
+        }
+        guard let (algorithm, _) = try legacyAlgorithm(directory, path: path) else { throw .notInitialized(path: path) }
+        return algorithm
+    }
+
+    /// Gives a repository from before meta.json (one with objects/) the meta.json `init` writes,
+    /// its algorithm told by the length of the first object name and fs-verity on it when that
+    /// object has fs-verity. False when there is no objects/ directory.
+    static func upgradeLegacy(_ directory: FileDescriptor, path: String) throws(RepositoryError) -> Bool {
+        guard let (algorithm, object) = try legacyAlgorithm(directory, path: path) else { return false }
+        let verity = Self.hasVerity(directory, "objects/" + object, algorithm: algorithm.hash)
+        try writeMetadata(RepositoryMetadata(algorithm: algorithm), in: directory, path: path, insecure: !verity)
+        return true
+    }
+
+    /// The algorithm of a repository without meta.json, from the first object's name (62 hex
+    /// digits: SHA-256, 126: SHA-512), and that object; nil without objects/.
+    static func legacyAlgorithm(_ directory: FileDescriptor, path: String) throws(RepositoryError) -> (RepositoryAlgorithm, String)? {
+        var info = stat()
+        guard fstatat(directory.raw, "objects", &info, 0) == 0 else { return nil }
+        for (prefix, _) in try list(directory, "objects", path: path) where prefix.utf8.count == 2 {
+            for (name, _) in try list(directory, "objects/" + prefix, path: path) {
+                switch name.utf8.count {
+                case 62: return (.sha256, prefix + "/" + name)
+                case 126: return (.sha512, prefix + "/" + name)
+                default: continue
+                }
+            }
+        }
+        throw .noObjectsToInferFrom(path: path)
+    }
+
+    public enum InitResult: Equatable { case created, alreadyInitialized, upgraded }
 
     /// Creates the repository directory (mode 0700) and meta.json. meta.json gets fs-verity
-    /// unless `insecure`; where the file system cannot do that, initialization fails.
+    /// unless `insecure`; where the file system cannot do that, initialization fails. A
+    /// repository with the same meta.json is left alone; one with another is refused.
     public static func initialize(
-        at path: String, algorithm: RepositoryAlgorithm, insecure: Bool
+        at path: String, algorithm: RepositoryAlgorithm, erofsVersion: FormatVersion = .v1, insecure: Bool
     ) throws(RepositoryError) -> InitResult {
-        try makeParentDirectories(of: path)
-        if mkdir(path, 0o700) != 0 && errno != EEXIST { throw .system(SystemError("mkdir", path: path)) }
-        let directory = try systemCall { () throws(SystemError) in try FileDescriptor.open(path, O_RDONLY | O_DIRECTORY) }
-        let wanted = RepositoryMetadata(algorithm: algorithm)
+        let directory = try makeRepositoryDirectory(path)
+        let wanted = RepositoryMetadata(algorithm: algorithm, erofsVersion: erofsVersion)
         if let existing = try systemCall({ () throws(SystemError) in try ComposeFSBase.readFile("meta.json", relativeTo: directory.raw) }) {
             let current = try RepositoryMetadata(decoding: existing)
             guard current == wanted else {
-                throw .alreadyInitialized(path: path, algorithm: current.algorithm.description)
+                throw .alreadyInitialized(path: path, existing: current, requested: wanted)
             }
             return .alreadyInitialized
         }
+        do throws(RepositoryError) {
+            try writeMetadata(wanted, in: directory, path: path, insecure: insecure)
+        } catch .system(let error) where error.code == EEXIST {
+            // Initialized concurrently; it must agree with us.
+            return try initialize(at: path, algorithm: algorithm, erofsVersion: erofsVersion, insecure: insecure)
+        }
+        return .created
+    }
+
+    /// `cfsctl init --ensure`: an existing repository (of this algorithm) is kept as it is, one
+    /// from before meta.json is upgraded, and anything else is initialized.
+    public static func ensure(
+        at path: String, algorithm: RepositoryAlgorithm, erofsVersion: FormatVersion = .v1, insecure: Bool
+    ) throws(RepositoryError) -> InitResult {
+        let directory = try makeRepositoryDirectory(path)
+        if let existing = try systemCall({ () throws(SystemError) in try ComposeFSBase.readFile("meta.json", relativeTo: directory.raw) }) {
+            let current = try RepositoryMetadata(decoding: existing)
+            try current.checkSupported()
+            guard current.algorithm == algorithm else {
+                throw .algorithmMismatch(path: path, found: current.algorithm, expected: algorithm)
+            }
+            return .alreadyInitialized
+        }
+        if let (found, _) = try legacyAlgorithm(directory, path: path) {
+            guard found == algorithm else { throw .algorithmMismatch(path: path, found: found, expected: algorithm) }
+            _ = try upgradeLegacy(directory, path: path)
+            return .upgraded
+        }
+        return try initialize(at: path, algorithm: algorithm, erofsVersion: erofsVersion, insecure: insecure)
+    }
+
+    /// `cfsctl init --reset-metadata`: removes streams/, images/ and meta.json, keeping objects/.
+    public static func resetMetadata(at path: String) throws(RepositoryError) {
+        for name in ["streams", "images"] { try removeTree(path + "/" + name) }
+        if unlink(path + "/meta.json") != 0 && errno != ENOENT { throw .system(SystemError("unlink", path: path + "/meta.json")) }
+    }
+
+    /// mkdir -p of the parent, then the repository directory itself with mode 0700.
+    private static func makeRepositoryDirectory(_ path: String) throws(RepositoryError) -> FileDescriptor {
+        try makeParentDirectories(of: path)
+        if mkdir(path, 0o700) != 0 && errno != EEXIST { throw .system(SystemError("mkdir", path: path)) }
+        return try systemCall { () throws(SystemError) in try FileDescriptor.open(path, O_RDONLY | O_DIRECTORY) }
+    }
+
+    /// Writes meta.json as an unnamed file linked in when complete, with fs-verity unless `insecure`.
+    private static func writeMetadata(
+        _ metadata: RepositoryMetadata, in directory: FileDescriptor, path: String, insecure: Bool
+    ) throws(RepositoryError) {
         let file = try UnnamedFile(in: directory, mode: 0o644)
         try systemCall { () throws(SystemError) in
-            try file.fd.write(wanted.encoded())
+            try file.fd.write(metadata.encoded())
             try file.fd.sync()
         }
         if !insecure {
             do throws(FsVerityError) {
-                try file.enableVerity(algorithm: algorithm.hash)
+                try file.enableVerity(algorithm: metadata.algorithm.hash)
             } catch {
                 throw .unsupported(
                     "cannot enable fs-verity on \(path)/meta.json: \(error) (use --insecure on file systems without fs-verity)")
             }
         }
-        do throws(SystemError) {
-            try file.fd.linkUnnamed(as: "meta.json", in: directory)
-        } catch where error.code == EEXIST {
-            // Initialized concurrently; it must agree with us.
-            return try initialize(at: path, algorithm: algorithm, insecure: insecure)
-        } catch {
-            throw .system(error)
+        try systemCall { () throws(SystemError) in try file.fd.linkUnnamed(as: "meta.json", in: directory) }
+    }
+
+    /// rm -r, for the metadata `--reset-metadata` removes.
+    private static func removeTree(_ path: String) throws(RepositoryError) {
+        var info = stat()
+        guard lstat(path, &info) == 0 else {
+            if errno == ENOENT { return }
+            throw .system(SystemError("stat", path: path))
         }
-        return .created
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            let directory = try systemCall { () throws(SystemError) in try FileDescriptor.open(path, O_RDONLY | O_DIRECTORY) }
+            for (name, _) in try list(directory, ".", path: path) { try removeTree(path + "/" + name) }
+            guard rmdir(path) == 0 else { throw .system(SystemError("rmdir", path: path)) }
+        } else if unlink(path) != 0 {
+            throw .system(SystemError("unlink", path: path))
+        }
     }
 
     // MARK: Locking

@@ -10,10 +10,19 @@ public enum RepositoryError: Error, CustomStringConvertible {
     /// The repository needs something this implementation does not have.
     case unsupported(String)
     case notInitialized(path: String)
-    case alreadyInitialized(path: String, algorithm: String)
-    /// A name that is neither a digest of the repository's algorithm nor `refs/…`.
+    /// `init` of a repository whose meta.json says something else.
+    case alreadyInitialized(path: String, existing: RepositoryMetadata, requested: RepositoryMetadata)
+    /// A repository of another digest algorithm than the one asked for.
+    case algorithmMismatch(path: String, found: RepositoryAlgorithm, expected: RepositoryAlgorithm)
+    /// A repository from before meta.json whose objects/ is empty: nothing tells its algorithm.
+    case noObjectsToInferFrom(path: String)
+    /// A name that cannot name an entry: a bad ref path, an image name that is not a digest.
     case invalidName(String)
     case notFound(String)
+    /// No images/NAME, nor images/refs/NAME for a NAME without '/'.
+    case imageNotFound(String)
+    /// A tree composefs cannot represent (composefs-rs's `ValidatedFileSystem` checks).
+    case invalidFilesystem(String)
     /// The kernel's fs-verity digest of a file is not the one its name promises.
     case digestMismatch(path: String, expected: ObjectID, actual: ObjectID)
     /// A secure repository holds a file without fs-verity.
@@ -35,12 +44,20 @@ public enum RepositoryError: Error, CustomStringConvertible {
             message
         case let .notInitialized(path):
             "meta.json not found in \(path); this repository must be initialized with `cfsctl init`"
-        case let .alreadyInitialized(path, algorithm):
-            "repository \(path) already initialized with algorithm '\(algorithm)'"
+        case let .alreadyInitialized(_, existing, requested):
+            "repository already initialized with different configuration (\(existing.summary)); cannot re-initialize with (\(requested.summary))"
+        case let .algorithmMismatch(_, found, expected):
+            "repository algorithm \(found) does not match expected \(expected)"
+        case .noObjectsToInferFrom:
+            "no objects found in repository — cannot infer metadata"
         case let .invalidName(name):
-            "invalid name '\(name)': expected a hex digest or refs/NAME"
+            "invalid name '\(name)'"
         case let .notFound(what):
             "\(what) not found"
+        case let .imageNotFound(name):
+            "image not found: \(name)"
+        case let .invalidFilesystem(reason):
+            "invalid composefs filesystem: \(reason)"
         case let .digestMismatch(path, expected, actual):
             "fs-verity content mismatch for \(path): expected \(expected.hex), found \(actual.hex)"
         case let .verityMissing(path):

@@ -18,6 +18,7 @@ extension FsckError {
         case "object-digest-mismatch": details = "measured \(value("measured"))"
         case "missing-object-ref", "image-missing-object": details = value("objectId")
         case "missing-named-ref": details = "ref \(value("refName")): \(value("objectId"))"
+        case "metadata-algorithm-mismatch": details = "expected \(value("expected")), repository opened as \(value("actual"))"
         default: details = fields.map(\.1).joined(separator: ": ")
         }
         return "fsck: \(type): \(path)" + (details.isEmpty ? "" : ": \(details)")
@@ -27,8 +28,9 @@ extension FsckError {
 extension FsckReport {
     /// The text report; the command exits non-zero when `ok` is false.
     var text: String {
+        let metadataError = errors.contains { $0.type.hasPrefix("metadata-") }
         var lines = [
-            "meta.json: \(hasMetadata ? "ok" : "error")",
+            "meta.json: \(metadataError ? "error" : hasMetadata ? "ok" : "absent")",
             "objects: \(objectsChecked - objectsCorrupted)/\(objectsChecked) ok",
             "streams: \(streamsChecked - streamsCorrupted)/\(streamsChecked) ok",
             "images: \(imagesChecked - imagesCorrupted)/\(imagesChecked) ok",
@@ -41,24 +43,21 @@ extension FsckReport {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    /// composefs-rs's `fsck --json` document (without "ok" for the OCI report, which has its own).
-    func jsonMembers(includingOK: Bool) -> [(String, JSONValue)] {
-        var members: [(String, JSONValue)] = includingOK ? [("ok", .bool(ok))] : []
-        members += [
-            ("hasMetadata", .bool(hasMetadata)),
-            ("objectsChecked", .integer(Int64(objectsChecked))), ("objectsCorrupted", .integer(Int64(objectsCorrupted))),
-            ("streamsChecked", .integer(Int64(streamsChecked))), ("streamsCorrupted", .integer(Int64(streamsCorrupted))),
-            ("imagesChecked", .integer(Int64(imagesChecked))), ("imagesCorrupted", .integer(Int64(imagesCorrupted))),
-            ("brokenLinks", .integer(Int64(brokenLinks))), ("missingObjects", .integer(Int64(missingObjects))),
-            ("errors", .array(errors.map { error in
-                .object([("type", .string(error.type)), ("path", .string(error.path))] + error.fields.map { ($0.0, .string($0.1)) })
-            })),
+    /// composefs-rs's `fsck --json` document: counts in snake_case, errors as their lines.
+    var jsonValue: JSONValue {
+        var members: [(String, JSONValue)] = [
+            ("ok", .bool(ok)), ("has_metadata", .bool(hasMetadata)),
+            ("objects_checked", .integer(Int64(objectsChecked))), ("objects_corrupted", .integer(Int64(objectsCorrupted))),
+            ("streams_checked", .integer(Int64(streamsChecked))), ("streams_corrupted", .integer(Int64(streamsCorrupted))),
+            ("images_checked", .integer(Int64(imagesChecked))), ("images_corrupted", .integer(Int64(imagesCorrupted))),
+            ("broken_links", .integer(Int64(brokenLinks))), ("missing_objects", .integer(Int64(missingObjects))),
+            ("errors", .array(errors.map { .string($0.line) })),
         ]
         if !repaired.isEmpty { members.append(("repaired", .array(repaired.map { .string($0) }))) }
-        return members
+        return .object(members)
     }
 
-    var json: String { JSONValue.object(jsonMembers(includingOK: true)).pretty() + "\n" }
+    var json: String { jsonValue.pretty() + "\n" }
 }
 
 extension ImageCheckReport.Problem {
@@ -74,27 +73,22 @@ extension ImageCheckReport {
         return text
     }
 
+    /// composefs-rs's `oci fsck --json` document, the repository's report under "repo".
     func json(repository: FsckReport) -> String {
         JSONValue.object([
-            ("ok", .bool(ok && repository.ok)), ("repoResult", .object(repository.jsonMembers(includingOK: false))),
-            ("imagesChecked", .integer(Int64(imagesChecked))), ("imagesCorrupted", .integer(Int64(imagesCorrupted))),
-            ("errors", .array(problems.map { problem in
-                .object([("type", .string(problem.type)), ("name", .string(problem.name))] + problem.fields.map { ($0.0, .string($0.1)) })
-            })),
+            ("ok", .bool(ok && repository.ok)),
+            ("images_checked", .integer(Int64(imagesChecked))), ("images_corrupted", .integer(Int64(imagesCorrupted))),
+            ("errors", .array(problems.map { .string($0.line) })),
+            ("repo", repository.jsonValue),
         ]).pretty() + "\n"
     }
 }
 
 // MARK: OCI images
 
-enum ImageListing {
-    static func table(_ images: [ImageSummary]) -> String {
-        guard !images.isEmpty else { return "No images found\n" }
-        let header = ["NAME", "DIGEST", "ARCH", "LAYERS", "REFS"]
-        let rows = images.map { image in
-            [image.name, String(image.manifestDigest.hex.prefix(12)), image.architecture.isEmpty ? "artifact" : image.architecture,
-             String(image.layerCount), String(image.referrerCount)]
-        }
+/// Tables as composefs-rs draws them (comfy-table's UTF8_FULL preset, cells left-aligned).
+enum Table {
+    static func render(header: [String], rows: [[String]]) -> String {
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         func line(_ left: String, _ fill: String, _ middle: String, _ right: String) -> String {
             left + widths.map { String(repeating: fill, count: $0 + 2) }.joined(separator: middle) + right + "\n"
@@ -105,6 +99,31 @@ enum ImageListing {
         var text = line("┌", "─", "┬", "┐") + row(header) + line("╞", "═", "╪", "╡")
         text += rows.map(row).joined(separator: line("├", "╌", "┼", "┤"))
         return text + line("└", "─", "┴", "┘")
+    }
+}
+
+/// `cfsctl images`: the refs under images/refs/.
+enum ImageRefListing {
+    static func table(_ refs: [(name: String, digest: String)], truncate: Bool) -> String {
+        guard !refs.isEmpty else { return "No images found\n" }
+        return Table.render(header: ["NAME", "DIGEST"], rows: refs.map { [$0.name, truncate ? String($0.digest.prefix(12)) : $0.digest] })
+    }
+
+    static func json(_ refs: [(name: String, digest: String)]) -> String {
+        JSONValue.object([
+            ("images", .array(refs.map { .object([("name", .string($0.name)), ("digest", .string($0.digest))]) }))
+        ]).pretty() + "\n"
+    }
+}
+
+enum ImageListing {
+    static func table(_ images: [ImageSummary]) -> String {
+        guard !images.isEmpty else { return "No images found\n" }
+        let rows = images.map { image in
+            [image.name, String(image.manifestDigest.hex.prefix(12)), image.architecture.isEmpty ? "artifact" : image.architecture,
+             String(image.layerCount), String(image.referrerCount)]
+        }
+        return Table.render(header: ["NAME", "DIGEST", "ARCH", "LAYERS", "REFS"], rows: rows)
     }
 
     static func json(_ images: [ImageSummary]) -> String {

@@ -20,19 +20,20 @@ struct Cfsctl: ParsableCommand {
         abstract: "Manage a composefs repository.",
         version: "0.3.0",
         subcommands: [
-            Init.self, CreateImage.self, ComputeID.self, CreateDumpfile.self, ImageObjects.self, DumpFiles.self,
-            Mount.self, ImportImage.self, Cat.self, GC.self, Fsck.self, Transaction.self, Oci.self,
+            Init.self, Transaction.self, Cat.self, GC.self, ImportImage.self, Images.self, Mount.self, CreateImage.self,
+            ComputeID.self, ComputeKarg.self, CreateDumpfile.self, ImageObjects.self, DumpFiles.self, Fsck.self, Oci.self,
         ])
 
     @Option(help: "The repository path") var repo: String?
     @Flag(help: "Use the user repository (~/.var/lib/composefs)") var user = false
     @Flag(help: "Use the system repository (/sysroot/composefs)") var system = false
     @Option(help: "Digest algorithm: sha256 or sha512 (must agree with meta.json)") var hash: String?
+    @Option(help: "EROFS format of the images written: 0, 1 or 2 (default: the repository's, else 1)")
+    var erofsVersion: FormatVersion?
     @Flag(help: .hidden) var insecure = false
     @Flag(help: "Fail unless the repository requires fs-verity") var requireVerity = false
-    @Flag(help: "Do not open a repository (compute-id and create-dumpfile only)") var noRepo = false
-    // composefs-rs may write meta.json into repositories from before it existed; we never do.
-    @Flag(help: "Never add meta.json to an old-format repository (the only behaviour here)") var noUpgrade = false
+    @Flag(help: "Fail on a repository without meta.json instead of giving it one") var noUpgrade = false
+    @Flag(help: "Do not open a repository (compute-id, compute-karg and create-dumpfile only)") var noRepo = false
 
     func validate() throws {
         guard [repo != nil, user, system].filter({ $0 }).count <= 1 else {
@@ -56,30 +57,42 @@ struct Cfsctl: ParsableCommand {
         return algorithm
     }
 
+    /// Opens the repository as composefs-rs does: upgraded if it predates meta.json (unless
+    /// --no-upgrade), checked against --hash, --insecure and --require-verity applied, and
+    /// --erofs-version overriding meta.json's formats for this run.
     func openRepository() throws -> Repository {
-        guard !noRepo else { throw ToolError("--no-repo is only supported for compute-id and create-dumpfile") }
+        guard !noRepo else { throw ToolError("--no-repo is only supported for compute-id, compute-karg and create-dumpfile") }
         let path = try repositoryPath()
-        let repository = try Repository(path: path)
+        let repository = try Repository(path: path, upgrade: !noUpgrade)
         if let wanted = try hashAlgorithm(), wanted != repository.algorithm {
             throw ToolError(
                 "repository is configured for \(repository.metadata.algorithm) (from meta.json) but --hash \(wanted.name) was specified")
         }
+        if insecure { repository.treatAsInsecure() }
         if requireVerity && !repository.isSecure {
             throw ToolError(
                 "repository was not initialized with fs-verity (hint: re-create with `cfsctl init` on a verity-capable filesystem)")
         }
+        repository.formatOverride = erofsVersion
         return repository
     }
 
-    /// The algorithm for commands that need no repository: --hash, else the repository's, else SHA-512.
+    /// The algorithm for commands that need no repository: --hash, else the repository's if
+    /// one can be found (read only, never upgraded), else SHA-512.
     func standaloneAlgorithm() throws -> FsVerityAlgorithm {
         if let algorithm = try hashAlgorithm() { return algorithm }
-        if !noRepo, let path = try? repositoryPath(), let repository = try? Repository(path: path) {
-            return repository.algorithm
+        if !noRepo, let path = try? repositoryPath(), let algorithm = try? Repository.detectAlgorithm(at: path) {
+            return algorithm.hash
         }
         return RepositoryAlgorithm.default.hash
     }
+
+    /// The format of images computed without a repository: --erofs-version, else V1.
+    var standaloneFormat: FormatVersion { erofsVersion ?? .v1 }
 }
+
+extension FormatVersion: ExpressibleByArgument {}
+extension XattrFilter: ExpressibleByArgument {}
 
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Create a repository (meta.json).")
@@ -87,20 +100,43 @@ struct Init: ParsableCommand {
 
     @Option(help: "fsverity-sha256-12 or fsverity-sha512-12") var algorithm = RepositoryAlgorithm.default.description
     @Flag(help: "Do not require fs-verity (for file systems without it)") var insecure = false
+    @Flag(help: "Remove streams/, images/ and meta.json first, keeping the objects") var resetMetadata = false
+    @Flag(help: "Keep an existing repository as it is (upgrading one from before meta.json)") var ensure = false
+    @Option(help: "EROFS format of the repository's images: 0, 1 or 2 (default 1)") var erofsVersion: FormatVersion?
     @Argument(help: "Where (default: the repository path)") var path: String?
 
     func run() throws {
         let algorithm = try RepositoryAlgorithm(parsing: algorithm)
         let path = try path ?? global.repositoryPath()
         let insecure = insecure || global.insecure
-        switch try Repository.initialize(at: path, algorithm: algorithm, insecure: insecure) {
+        let format = erofsVersion ?? global.erofsVersion ?? .v1
+        if resetMetadata { try Repository.resetMetadata(at: path) }
+        let result =
+            ensure
+            ? try Repository.ensure(at: path, algorithm: algorithm, erofsVersion: format, insecure: insecure)
+            : try Repository.initialize(at: path, algorithm: algorithm, erofsVersion: format, insecure: insecure)
+        switch result {
         case .created:
             writeStandardOutput(
                 "Initialized composefs repository at \(path)\n  algorithm: \(algorithm)\n  verity:    "
                     + (insecure ? "not required (insecure)" : "required") + "\n")
         case .alreadyInitialized:
-            writeStandardOutput("Repository already initialized at \(path)\n")
+            writeStandardOutput("Repository already initialized at \(path)" + (ensure ? " (existing configuration preserved)" : "") + "\n")
+        case .upgraded:
+            writeStandardOutput("Upgraded legacy repository at \(path)\n")
         }
+    }
+}
+
+/// How a directory becomes a tree: composefs-rs's container-root and boot transforms.
+struct TreeOptions: ParsableArguments {
+    @Flag(help: "Keep the root's own metadata, /run's contents and every xattr") var noPropagateUsrToRoot = false
+    @Option(help: "Xattrs kept (without --no-propagate-usr-to-root): allowlist-only or keep-user-xattrs")
+    var xattrs = XattrFilter.allowlistOnly
+    @Argument(help: "The directory") var path: String
+
+    func options(bootable: Bool) -> DirectoryImageOptions {
+        DirectoryImageOptions(containerRoot: noPropagateUsrToRoot ? nil : xattrs, bootable: bootable)
     }
 }
 
@@ -108,13 +144,16 @@ struct CreateImage: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "create-image", abstract: "Store a directory's files and its image; print the image id.")
     @ParentCommand var global: Cfsctl
-    @Argument(help: "The directory") var path: String
+    @Flag(help: "Make it a bootable root: /boot and /sysroot emptied, SELinux labels") var bootable = false
+    @OptionGroup var tree: TreeOptions
     @Argument(help: "A ref for the image (images/refs/NAME)") var imageName: String?
 
     func run() throws {
         let repository = try global.openRepository()
         let progress = ProgressReporter()
-        let id = try repository.createImage(from: path, name: imageName, threads: availableProcessors) { done, total in
+        let id = try repository.createImage(
+            from: tree.path, name: imageName, options: tree.options(bootable: bootable), threads: availableProcessors
+        ) { done, total in
             progress?.files("Storing files", done: done, total: total)
         }
         progress?.finish()
@@ -126,11 +165,32 @@ struct ComputeID: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "compute-id", abstract: "Print the image id of a directory without storing anything.")
     @ParentCommand var global: Cfsctl
+    @Flag(help: "Make it a bootable root: /boot and /sysroot emptied, SELinux labels") var bootable = false
+    @OptionGroup var tree: TreeOptions
+
+    func run() throws {
+        let id = try Repository.computeID(
+            directory: tree.path, algorithm: try global.standaloneAlgorithm(), format: global.standaloneFormat,
+            options: tree.options(bootable: bootable), threads: availableProcessors)
+        writeStandardOutput(id.hex + "\n")
+    }
+}
+
+struct ComputeKarg: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compute-karg", abstract: "Print the kernel argument naming a directory's bootable image.")
+    @ParentCommand var global: Cfsctl
+    @Flag(help: "Keep the root's own metadata, /run's contents and every xattr") var noPropagateUsrToRoot = false
     @Argument(help: "The directory") var path: String
 
     func run() throws {
-        let id = try Repository.computeID(directory: path, algorithm: try global.standaloneAlgorithm(), threads: availableProcessors)
-        writeStandardOutput(id.hex + "\n")
+        let algorithm = try global.standaloneAlgorithm()
+        let format = global.standaloneFormat
+        let id = try Repository.computeID(
+            directory: path, algorithm: algorithm, format: format,
+            options: DirectoryImageOptions(containerRoot: noPropagateUsrToRoot ? nil : .allowlistOnly, bootable: true),
+            threads: availableProcessors)
+        writeStandardOutput(BootArgument(id: id, format: format, insecure: global.insecure).text + "\n")
     }
 }
 
@@ -138,13 +198,15 @@ struct CreateDumpfile: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "create-dumpfile", abstract: "Print the composefs-dump(5) of a directory.")
     @ParentCommand var global: Cfsctl
-    @Argument(help: "The directory") var path: String
+    @Flag(help: "Make it a bootable root: /boot and /sysroot emptied, SELinux labels") var bootable = false
+    @OptionGroup var tree: TreeOptions
 
     func run() throws {
-        let image = try Repository.image(of: path, algorithm: try global.standaloneAlgorithm(), threads: availableProcessors)
-        let root = try ImageReader.read(image)
+        let root = try Repository.tree(
+            of: tree.path, algorithm: try global.standaloneAlgorithm(), options: tree.options(bootable: bootable),
+            threads: availableProcessors)
         let output = OutputFile.standardOutput()
-        try DumpfileWriter.write(root: root) { try output.write($0) }
+        try DumpfileWriter.writeComposefsRS(root, at: [UInt8(ascii: "/")]) { try output.write($0) }
         try output.commit()
     }
 }
@@ -153,7 +215,7 @@ struct ImageObjects: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "image-objects", abstract: "List the objects an image refers to.")
     @ParentCommand var global: Cfsctl
-    @Argument(help: "The image: its id or refs/NAME") var name: String
+    @Argument(help: "The image: its id, a ref name or refs/NAME") var name: String
 
     func run() throws {
         let repository = try global.openRepository()
@@ -167,51 +229,89 @@ struct DumpFiles: ParsableCommand {
         commandName: "dump-files", abstract: "Print the dumpfile lines of files in an image (directories with their contents).")
     @ParentCommand var global: Cfsctl
     @Flag(help: "Print only where each file's content is: 'inline' or its object path") var backingPathOnly = false
-    @Argument(help: "The image: its id or refs/NAME") var imageName: String
+    @Argument(help: "The image: its id, a ref name or refs/NAME") var imageName: String
     @Argument(help: "Paths inside the image, e.g. /usr/bin/sh") var files: [String] = []
 
     func run() throws {
         let root = try global.openRepository().readImage(imageName)
+        ContainerRoot.removeOverlayMarkers(root)
         var output: [UInt8] = []
+        // Nothing is printed unless every file is found, as in composefs-rs.
         for file in files {
-            let components = file.split(separator: "/").map { Array($0.utf8) }
-            guard let name = components.last else { throw ToolError("Invalid filename \"\(file)\"") }
-            var directory = root
-            for component in components.dropLast() {
-                guard let next = directory.entry(named: component), next.inode.isDirectory else {
-                    throw ToolError("\(file) not found")
-                }
-                directory = next.inode
-            }
-            guard let entry = directory.entry(named: name) else { throw ToolError("\(file) not found") }
+            let inode = try lookUp(file, in: root)
             if backingPathOnly {
-                guard !entry.inode.isDirectory else { throw ToolError("\(file) is a directory") }
-                let backing = entry.inode.isRegular && entry.inode.content == nil ? entry.inode.payload : nil
-                writeStandardOutput("\(file) \(backing.map { String(decoding: $0, as: UTF8.self) } ?? "inline")\n")
+                guard !inode.isDirectory else { throw ToolError("\(file) is a directory") }
+                let object = inode.isRegular && inode.content == nil ? inode.digest?.objectPath : nil
+                output += Array("\(file) \(object ?? "inline")\n".utf8)
                 continue
             }
-            DumpfileWriter.write(subtree: entry.inode, at: Array(file.utf8), isHardlink: entry.isHardlink, root: root) {
-                output.append(contentsOf: $0)
-            }
+            DumpfileWriter.writeComposefsRS(inode, at: Array(file.utf8)) { output.append(contentsOf: $0) }
         }
-        // As the reference: everything at once, followed by an empty line.
-        if !output.isEmpty { writeStandardOutput(String(decoding: output, as: UTF8.self) + "\n") }
+        writeStandardOutput(String(decoding: output, as: UTF8.self))
+    }
+
+    /// The inode at `file`, with composefs-rs's messages when there is none.
+    func lookUp(_ file: String, in root: Inode) throws -> Inode {
+        let components = file.split(separator: "/", omittingEmptySubsequences: true)
+        guard let name = components.last, !components.contains(where: { $0 == "." || $0 == ".." }) else {
+            throw ToolError("Invalid filename \"\(file)\"")
+        }
+        var directory = root
+        for component in components.dropLast() {
+            guard let entry = directory.entry(named: Array(component.utf8)) else {
+                let parent = file.hasPrefix("/") ? "/" + components.dropLast().joined(separator: "/") : components.dropLast().joined(separator: "/")
+                throw ToolError("Directory entry \"\(parent)\" does not exist")
+            }
+            guard entry.inode.isDirectory else { throw ToolError("Directory entry \"\(component)\" is not a subdirectory") }
+            directory = entry.inode
+        }
+        guard let entry = directory.entry(named: Array(name.utf8)) else { throw ToolError("\(file) not found") }
+        return entry.inode
+    }
+}
+
+struct Images: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List the images that have a ref (images/refs/).", aliases: ["list-images"])
+    @ParentCommand var global: Cfsctl
+    @Flag(help: "Print JSON") var json = false
+    @Flag(help: "Print whole digests") var noTrunc = false
+
+    func run() throws {
+        let refs = try global.openRepository().imageRefs()
+        if json {
+            writeStandardOutput(ImageRefListing.json(refs))
+        } else {
+            writeStandardOutput(ImageRefListing.table(refs, truncate: !noTrunc))
+        }
     }
 }
 
 struct Mount: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Mount an image of the repository.")
     @ParentCommand var global: Cfsctl
-    @Argument(help: "The image: its id (verified) or refs/NAME") var name: String
+    @Option(help: "A writable directory over the image (needs --workdir)") var upperdir: String?
+    @Option(help: "overlayfs's work directory, on the same file system as --upperdir") var workdir: String?
+    @Flag(help: "Mount read-write (needs --upperdir)") var readWrite = false
+    @Argument(help: "The image: its id (verified), a ref name or refs/NAME") var name: String
     @Argument(help: "Where to mount it") var mountpoint: String
 
+    func validate() throws {
+        guard (upperdir == nil) == (workdir == nil) else { throw ValidationError("--upperdir and --workdir go together") }
+        guard !readWrite || upperdir != nil else { throw ValidationError("--read-write needs --upperdir") }
+    }
+
     func run() throws {
-        try mountRepositoryImage(try global.openRepository(), name: name, at: mountpoint)
+        try mountRepositoryImage(
+            try global.openRepository(), name: name, at: mountpoint, upperdir: upperdir, workdir: workdir, readWrite: readWrite)
     }
 }
 
 /// Mounts images/NAME with the repository's objects as the data layer.
-func mountRepositoryImage(_ repository: Repository, name: String, at mountpoint: String) throws {
+func mountRepositoryImage(
+    _ repository: Repository, name: String, at mountpoint: String, upperdir: String? = nil, workdir: String? = nil,
+    readWrite: Bool = false
+) throws {
     let image = try repository.openImage(name)
     if !repository.isSecure {
         writeStandardError("Warning: \(repository.path) is an insecure repository (no fs-verity): mounting without verification\n")
@@ -219,7 +319,7 @@ func mountRepositoryImage(_ repository: Repository, name: String, at mountpoint:
     // Verity on every backing file wherever the repository promises it.
     let options = MountOptions(
         basedirs: [repository.path + "/objects"], verity: repository.isSecure && image.verified ? .required : .off,
-        readOnly: true)
+        readOnly: !readWrite, upperdir: upperdir, workdir: workdir)
     do {
         try ComposefsMount.mount(imageFileDescriptor: image.file.raw, imageName: name, at: mountpoint, options: options)
     } catch {
@@ -283,11 +383,12 @@ struct Fsck: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Check the repository's integrity.")
     @ParentCommand var global: Cfsctl
     @Flag(help: "Print a JSON report (exit status 0 whatever it finds)") var json = false
-    @Flag(help: "Remove corrupt objects, stray files and dangling links") var repair = false
+    @Flag(help: "Do not check the objects' digests") var metadataOnly = false
+    @Flag(help: "Remove corrupt objects and dangling links") var repair = false
 
     func run() throws {
         let repository = try global.openRepository()
-        let report = try repository.fsck(repair: repair)
+        let report = try repository.fsck(repair: repair, metadataOnly: metadataOnly)
         if json {
             writeStandardOutput(report.json)
             return

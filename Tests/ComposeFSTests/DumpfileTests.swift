@@ -148,7 +148,7 @@ private func expectFailure(_ text: String, strict: Bool = false, containing frag
         #expect(ImageWriter.effectiveVersion(for: whiteout, options: ImageOptions(minVersion: 0, maxVersion: 0)) == 0)
         let image = try ImageWriter.image(root: whiteout)
         #expect(image[12] == 1)  // composefs_version in the header
-        #expect(throws: ImageWriteError.self) { try ImageWriter.image(root: plain, options: ImageOptions(minVersion: 2, maxVersion: 2)) }
+        #expect(throws: ImageWriteError.self) { try ImageWriter.image(root: plain, options: ImageOptions(minVersion: 3, maxVersion: 3)) }
     }
 }
 

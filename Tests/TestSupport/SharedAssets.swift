@@ -57,6 +57,25 @@ extension SharedAssets {
     }
 }
 
+extension SharedAssets {
+    /// The composefs-rs 0.9.0 reference binaries (cfsctl, cfs-oracle, …) in ../shared/reference.
+    public static let rsToolsPath = root + "/reference/composefs-rs-0.9.0"
+
+    /// Whether the side-by-side tests with composefs-rs run (see `runVectorTests`).
+    public static var runRSReferenceTests: Bool {
+        FileManager.default.isExecutableFile(atPath: rsToolsPath + "/cfsctl") || isCI
+    }
+
+    public static let rsReferenceMissing: Comment = "the composefs-rs reference tools are not in \(rsToolsPath)"
+
+    /// A composefs-rs reference tool; throws (failing the test) when it is missing.
+    public static func rsTool(_ name: String) throws -> String {
+        let path = rsToolsPath + "/" + name
+        guard FileManager.default.isExecutableFile(atPath: path) else { throw MissingAssets(path: path) }
+        return path
+    }
+}
+
 public struct MissingAssets: Error, CustomStringConvertible {
     public let path: String
     public var description: String { "\(path) is missing (it must be present in CI)" }
