@@ -8,10 +8,11 @@ right when merging container layers.
 Layers (bottom first):
   1. gzip, pax: a root entry, directories, small/64/65-byte/large files, a hard link, symlinks
      (one with a 200-byte target), 150-byte names, devices, a fifo, setuid, owners, xattrs
-     (user.*, trusted.*, security.capability), nanosecond mtimes.
-  2. zstd, pax: whiteouts, an opaque directory (with a file of the same layer that must stay),
-     a file replacing a directory, a directory replacing a file, a changed file, a hard link
-     to a file of layer 1.
+     (user.*, trusted.*, security.capability), nanosecond mtimes, /usr, and /boot, /sysroot
+     and /run with files (what container and bootable roots empty).
+  2. zstd, pax: whiteouts, an opaque directory (the marker right after its directory entry, as
+     tools write it, then files of its own), a file replacing a directory, a directory
+     replacing a file, a changed file, a hard link to a file of layer 1.
   3. uncompressed, GNU format: GNU long names and long link targets, a file whose content
      duplicates one of layer 1, a big file (--big-mib).
 With --multi-arch the layout holds an index with an amd64 and an arm64 image (the arm64 one
@@ -108,6 +109,12 @@ def layer_one(big):
         add_dir(tar, "var/")
         add_dir(tar, "var/cache/")
         add_file(tar, "var/cache/old", pseudo_random(5, 10_000))
+        add_dir(tar, "boot/")
+        add_file(tar, "boot/vmlinuz-test", pseudo_random(8, 4000), mode=0o600)
+        add_dir(tar, "sysroot/")
+        add_dir(tar, "sysroot/ostree/")
+        add_dir(tar, "run/", mtime=MTIME - 50)
+        add_file(tar, "run/stale.pid", b"1\n")
     return out.getvalue()
 
 
@@ -120,9 +127,9 @@ def layer_two():
         add_dir(tar, "usr/")
         add_dir(tar, "usr/share/")
         add_dir(tar, "usr/share/doc/", mtime=MTIME + 10)
-        # Same layer: file01 comes before the opaque marker and must survive it.
-        add_file(tar, "usr/share/doc/file01.txt", b"rewritten in layer two\n", mtime=MTIME + 10)
+        # The marker first: composefs-rs applies it where it is, umoci to the layers below.
         add_file(tar, "usr/share/doc/.wh..wh..opq", b"")
+        add_file(tar, "usr/share/doc/file01.txt", b"rewritten in layer two\n", mtime=MTIME + 10)
         add_file(tar, "usr/share/doc/new.txt", b"new in layer two\n", mtime=MTIME + 10)
         add_dir(tar, "usr/bin/")
         add_file(tar, "usr/bin/tool", pseudo_random(6, 150_000), mode=0o755, mtime=MTIME + 10)

@@ -82,6 +82,8 @@ public enum MediaType {
 
     static let indexes: Set<String> = [ociIndex, dockerManifestList]
     static let manifests: Set<String> = [ociManifest, dockerManifest]
+    /// Configs of container images (anything else is an artifact's).
+    static let imageConfigs: Set<String> = [ociConfig, dockerConfig]
     /// Everything a registry may answer a manifest request with.
     static let acceptedManifests = [ociManifest, ociIndex, dockerManifest, dockerManifestList]
 }
@@ -149,9 +151,16 @@ public struct ImageConfig: Codable, Sendable {
         public var type: String
         public var diff_ids: [Digest]
     }
+    /// The execution parameters; only the labels matter here.
+    public struct Execution: Codable, Sendable {
+        public var labels: [String: String]?
+
+        enum CodingKeys: String, CodingKey { case labels = "Labels" }
+    }
     public var architecture: String?
     public var os: String?
     public var created: String?
+    public var config: Execution?
     public var rootfs: RootFS
 }
 

@@ -1,15 +1,19 @@
-// OCI images in a repository, in composefs-rs's layout (doc/oci.md):
+// OCI images in a repository, in composefs-rs 0.9's layout:
 //   streams/oci-layer-<diff_id>       a layer's tar as a split stream ("ocilayer")
 //   streams/oci-config-<digest>       the config JSON as one object ("ociconfg"); named refs
-//                                     <diff_id> → layer stream, composefs.image → the EROFS image
+//                                     <diff_id> → layer stream, and the composefs images:
+//                                     composefs.image (V2), composefs.image.v1 (V0/V1),
+//                                     composefs.image.boot[.v1][.xattrs=MODE] (bootable)
 //   streams/oci-manifest-<digest>     the manifest JSON as one object ("ocimanif"); named refs
 //                                     config:<digest> → config stream, <diff_id> → layer stream
 //   streams/refs/oci/<tag>            → ../../oci-manifest-<digest> ('%' → %25, '/' → %2F)
 //   streams/refs/oci-referrers/<subject digest>/<digest>
-//                                     → the manifest stream of an image whose manifest names
-//                                       <subject digest> as its subject
-// Stream refs are added in a fixed order (config, then layers bottom up, then the image), so the
-// same image always gives the same stream objects.
+//                                     → the manifest stream of an image naming <subject digest>
+//                                       as its subject (made by other tools; read here)
+//   images/<hex>                      the composefs images, with no ref: only the config's
+//                                     named refs keep them through gc
+// Stream refs are added in a fixed order (config, then layers in diff_id order, then the
+// images), so the same image always gives the same stream objects.
 
 import ComposeFS
 import ComposeFSBase
@@ -18,8 +22,26 @@ import Repository
 
 public let configContentType = contentType("ociconfg")
 public let manifestContentType = contentType("ocimanif")
-/// The named ref from a config stream to its composefs image.
-public let imageRefName = "composefs.image"
+
+/// The config stream's named refs to an image's composefs images.
+public enum ImageRefName {
+    /// The image in `format` (V0 and V1 share the V1 name; V0 is never stored).
+    public static func image(_ format: FormatVersion) -> String { format == .v2 ? "composefs.image" : "composefs.image.v1" }
+
+    /// The bootable image in `format` built with `xattrs`.
+    public static func boot(_ format: FormatVersion, _ xattrs: XattrFilter) -> String {
+        let base = format == .v2 ? bootPrefix : bootPrefix + ".v1"
+        return xattrs == .allowlistOnly ? base : base + ".xattrs=" + xattrs.rawValue
+    }
+
+    /// Every bootable image's name starts so.
+    static let bootPrefix = "composefs.image.boot"
+}
+
+extension FormatVersion {
+    /// The format whose image a repository writing this one keeps (V0 has no stored form).
+    var stored: FormatVersion { self == .v2 ? .v2 : .v1 }
+}
 
 public struct ImageStore: Sendable {
     public let repository: Repository
@@ -29,6 +51,9 @@ public struct ImageStore: Sendable {
     static func layerStream(_ diffID: Digest) -> String { "oci-layer-\(diffID)" }
     static func configStream(_ digest: Digest) -> String { "oci-config-\(digest)" }
     static func manifestStream(_ digest: Digest) -> String { "oci-manifest-\(digest)" }
+
+    /// The format of the images the repository writes first (`repo.erofs_version()`).
+    public var defaultFormat: FormatVersion { repository.imageFormats.first ?? .v1 }
 
     // MARK: Tags
 
@@ -48,6 +73,7 @@ public struct ImageStore: Sendable {
         return result + rest
     }
 
+    /// Points the tag at the manifest (which need not be stored, as in composefs-rs).
     public func tag(_ manifest: Digest, as name: String) throws(OCIError) {
         guard !name.isEmpty else { throw .badReference(name, reason: "empty tag name") }
         guard !name.hasPrefix("@") else {
@@ -76,17 +102,18 @@ public struct ImageStore: Sendable {
         }
     }
 
+    /// The manifest a tag names, which must be stored.
+    public func resolve(tag name: String) throws(OCIError) -> Digest {
+        guard let found = try tags().first(where: { $0.name == name }) else { throw .notFound("OCI reference '\(name)'") }
+        guard repository.streamID(Self.manifestStream(found.manifest)) != nil else { throw .notFound("Manifest \(found.manifest)") }
+        return found.manifest
+    }
+
     // MARK: Referrers
 
     static func referrersDirectory(_ subject: Digest) -> String { "oci-referrers/" + encodeTag(subject.description) }
 
-    /// Records that the manifest `digest` refers to `subject`.
-    func addReferrer(_ digest: Digest, subject: Digest) throws(OCIError) {
-        let ref = Self.referrersDirectory(subject) + "/" + Self.encodeTag(digest.description)
-        do { try repository.setStreamRef(ref, to: Self.manifestStream(digest)) } catch { throw .repository(error) }
-    }
-
-    /// The stored manifests that name `subject` as theirs.
+    /// The stored manifests recorded as naming `subject` as theirs.
     public func referrers(of subject: Digest) throws(OCIError) -> [Digest] {
         let refs: [(ref: String, stream: String)]
         do { refs = try repository.streamRefs(in: Self.referrersDirectory(subject)) } catch { throw .repository(error) }
@@ -96,15 +123,6 @@ public struct ImageStore: Sendable {
             else { return nil }
             return digest
         }
-    }
-
-    /// A tag name, or "@sha256:…" for a manifest digest.
-    public func resolve(_ reference: String) throws(OCIError) -> Digest {
-        if let digestText = reference.dropPrefix("@") {
-            return try Digest(parsing: digestText)
-        }
-        guard let found = try tags().first(where: { $0.name == reference }) else { throw .notFound("image '\(reference)'") }
-        return found.manifest
     }
 
     // MARK: Writing
@@ -126,12 +144,19 @@ public struct ImageStore: Sendable {
         }
     }
 
-    func storeConfig(_ bytes: [UInt8], digest: Digest, layers: [(diffID: Digest, stream: ObjectID)], image: ObjectID?) throws(OCIError) -> ObjectID {
+    /// The config stream: layers in diff_id order, then the V2 image, the V1 image and the
+    /// bootable ones (by name; composefs-rs adds those in hash-map order).
+    func storeConfig(
+        _ bytes: [UInt8], digest: Digest, layers: [(diffID: Digest, stream: ObjectID)], images: ComposefsImages = ComposefsImages()
+    ) throws(OCIError) -> ObjectID {
         var refs = layers.map { ($0.diffID.description, $0.stream) }
-        if let image { refs.append((imageRefName, image)) }
+        if let v2 = images.v2 { refs.append((ImageRefName.image(.v2), v2)) }
+        if let v1 = images.v1 { refs.append((ImageRefName.image(.v1), v1)) }
+        refs += images.boot.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         return try storeDocument(bytes, contentType: configContentType, refs: refs, name: Self.configStream(digest))
     }
 
+    /// The manifest stream: the config first, then the layers in diff_id order.
     func storeManifest(
         _ bytes: [UInt8], digest: Digest, config: (digest: Digest, stream: ObjectID), layers: [(diffID: Digest, stream: ObjectID)]
     ) throws(OCIError) -> ObjectID {
@@ -141,23 +166,47 @@ public struct ImageStore: Sendable {
 
     // MARK: Reading
 
-    /// A stored document stream: its one object's bytes and its named refs.
-    func readDocument(_ name: String, contentType: UInt64) throws(OCIError) -> (bytes: [UInt8], refs: [String: ObjectID], id: ObjectID) {
+    /// A stored document: its one object's bytes, its named refs and the stream's id.
+    struct Document {
+        var bytes: [UInt8]
+        var refs: [String: ObjectID]
+        var id: ObjectID
+    }
+
+    /// The document stream `streams/NAME`.
+    func readDocument(_ name: String, contentType: UInt64) throws(OCIError) -> Document {
+        guard let id = repository.streamID(name) else { throw .notFound("stream \(name)") }
+        return try readDocument(id, contentType: contentType, what: "streams/" + name)
+    }
+
+    /// The document stream that is the object `id`.
+    func readDocument(_ id: ObjectID, contentType: UInt64, what: String) throws(OCIError) -> Document {
         try repositoryCall { () throws(RepositoryError) in
-            guard let id = repository.streamID(name) else { throw .notFound("stream \(name)") }
-            let stream = try repository.openStream(name)
-            guard stream.contentType == contentType else {
-                throw .corrupt(path: "streams/" + name, reason: "Invalid splitstream content type")
-            }
+            let stream = try SplitStream(try repository.readObject(id), algorithm: repository.algorithm)
+            guard stream.contentType == contentType else { throw .corrupt(path: what, reason: "Invalid splitstream content type") }
             guard stream.references.objects.count == 1, let object = stream.references.objects.first else {
                 throw .corrupt(
-                    path: "streams/" + name, reason: "Expected exactly 1 external object in splitstream, got \(stream.references.objects.count)")
+                    path: what, reason: "Expected exactly 1 external object in splitstream, got \(stream.references.objects.count)")
             }
-            return (try repository.readObject(object), stream.namedRefs, id)
+            return Document(bytes: try repository.readObject(object), refs: stream.namedRefs, id: id)
         }
     }
 
-    /// An image as stored, every document checked against its digest.
+    /// The config stream `id` (or, without one, streams/oci-config-DIGEST), its bytes checked
+    /// against `digest`.
+    func readConfig(_ digest: Digest, stream id: ObjectID?) throws(OCIError) -> (document: Document, config: ImageConfig) {
+        let document =
+            if let id {
+                try readDocument(id, contentType: configContentType, what: "config stream \(id.hex)")
+            } else {
+                try readDocument(Self.configStream(digest), contentType: configContentType)
+            }
+        let actual = digest.computed(over: document.bytes)
+        guard actual == digest else { throw .digestMismatch(what: "config", expected: digest.description, actual: actual.description) }
+        return (document, try Documents.decode(ImageConfig.self, document.bytes, what: "config \(digest)"))
+    }
+
+    /// A stored image by manifest digest, its manifest and config checked against their digests.
     public func open(manifest digest: Digest) throws(OCIError) -> StoredImage {
         let manifest = try readDocument(Self.manifestStream(digest), contentType: manifestContentType)
         let actual = digest.computed(over: manifest.bytes)
@@ -165,49 +214,66 @@ public struct ImageStore: Sendable {
         guard case let .manifest(parsed) = try Documents.manifestDocument(manifest.bytes, mediaType: nil, what: "manifest \(digest)") else {
             throw .badDocument(what: "manifest \(digest)", reason: "is an index, not an image manifest")
         }
-        guard manifest.refs["config:\(parsed.config.digest)"] != nil else {
+        guard let configStream = manifest.refs["config:\(parsed.config.digest)"] else {
             throw .badDocument(what: "manifest \(digest)", reason: "Manifest missing config reference")
         }
-        let config = try readDocument(Self.configStream(parsed.config.digest), contentType: configContentType)
-        let configActual = parsed.config.digest.computed(over: config.bytes)
-        guard configActual == parsed.config.digest else {
-            throw .digestMismatch(what: "config", expected: parsed.config.digest.description, actual: configActual.description)
-        }
-        let configParsed = try Documents.decode(ImageConfig.self, config.bytes, what: "config \(parsed.config.digest)")
-        var layers: [(diffID: Digest, stream: ObjectID)] = []
-        for diffID in configParsed.rootfs.diff_ids {
-            guard let stream = config.refs[diffID.description] else {
-                throw .badDocument(what: "config \(parsed.config.digest)", reason: "missing named ref to layer \(diffID)")
-            }
-            layers.append((diffID, stream))
-        }
+        let (config, configParsed) = try readConfig(parsed.config.digest, stream: configStream)
+        var refs = config.refs
+        let v2 = refs.removeValue(forKey: ImageRefName.image(.v2))
+        let v1 = refs.removeValue(forKey: ImageRefName.image(.v1))
+        let boot = refs.filter { $0.key.hasPrefix(ImageRefName.bootPrefix) }
         return StoredImage(
             manifestDigest: digest, manifestBytes: manifest.bytes, manifest: parsed, manifestStream: manifest.id,
-            configBytes: config.bytes, config: configParsed, configStream: config.id, layers: layers,
-            imageID: config.refs[imageRefName])
+            configBytes: config.bytes, config: configParsed, configStream: configStream,
+            layerRefs: refs.filter { !$0.key.hasPrefix(ImageRefName.bootPrefix) },
+            images: ComposefsImages(v2: v2, v1: v1, boot: boot))
     }
 
-    // MARK: The composefs image
+    /// A stored image by tag or manifest digest.
+    public func open(_ reference: OCIReference) throws(OCIError) -> StoredImage {
+        switch reference {
+        case let .digest(digest): try open(manifest: digest)
+        case let .named(name): try open(manifest: try resolve(tag: name))
+        }
+    }
+}
 
-    /// The merged root file system of the layers (bottom first).
-    func rootfs(layers: [(diffID: Digest, stream: ObjectID)], storeExpanded: Bool) throws(OCIError) -> Inode {
-        let repository = self.repository
-        var rootfs = Rootfs(algorithm: repository.algorithm) { (entry, content) throws(OCIError) in
-            try SparseFiles.expand(entry, content, repository: repository, store: storeExpanded)
+/// How commands name a stored image: a tag, or "@sha256:…".
+public enum OCIReference: Sendable, CustomStringConvertible {
+    case named(String)
+    case digest(Digest)
+
+    public init(parsing text: String) throws(OCIError) {
+        if let digest = text.dropPrefix("@") {
+            do { self = .digest(try Digest(parsing: digest)) } catch {
+                throw .badReference(text, reason: "Invalid OCI digest after '@': \(error)")
+            }
+        } else {
+            self = .named(text)
         }
-        for layer in layers {
-            let name = Self.layerStream(layer.diffID)
-            let stream: SplitStream
-            do { stream = try repository.openStream(name) } catch { throw .repository(error) }
-            try rootfs.apply(try LayerReader.entries(of: stream, layer: layer.diffID.description), layer: layer.diffID.description)
-        }
-        return rootfs.root
     }
 
-    /// The EROFS image of the layers.
-    func buildImage(layers: [(diffID: Digest, stream: ObjectID)], storeExpanded: Bool) throws(OCIError) -> [UInt8] {
-        let root = try rootfs(layers: layers, storeExpanded: storeExpanded)
-        do { return try ImageWriter.image(root: root) } catch { throw .imageWrite(error) }
+    public var description: String {
+        switch self {
+        case let .named(name): name
+        case let .digest(digest): "@\(digest)"
+        }
+    }
+}
+
+/// The composefs images a config stream names.
+public struct ComposefsImages: Sendable {
+    /// composefs.image
+    public var v2: ObjectID?
+    /// composefs.image.v1
+    public var v1: ObjectID?
+    /// The bootable images, by named ref.
+    public var boot: [String: ObjectID]
+
+    public init(v2: ObjectID? = nil, v1: ObjectID? = nil, boot: [String: ObjectID] = [:]) {
+        self.v2 = v2
+        self.v1 = v1
+        self.boot = boot
     }
 }
 
@@ -219,18 +285,41 @@ public struct StoredImage: Sendable {
     public let manifestStream: ObjectID
     public let configBytes: [UInt8]
     public let config: ImageConfig
+    /// The config stream the manifest stream names.
     public let configStream: ObjectID
-    public let layers: [(diffID: Digest, stream: ObjectID)]
-    /// The composefs image built at pull time.
-    public let imageID: ObjectID?
+    /// The layer streams by diff_id (the config's other named refs).
+    public let layerRefs: [String: ObjectID]
+    public let images: ComposefsImages
+
+    /// The layer streams in diff_id order.
+    public func layers() throws(OCIError) -> [(diffID: Digest, stream: ObjectID)] {
+        try config.layerStreams(in: layerRefs, config: manifest.config.digest)
+    }
+
+    /// The composefs image in `format` (no fallback to another format).
+    public func imageID(_ format: FormatVersion) -> ObjectID? { format == .v2 ? images.v2 : images.v1 }
+
+    /// The bootable image in `format` built with `xattrs`.
+    public func bootImageID(_ format: FormatVersion, xattrs: XattrFilter = .allowlistOnly) -> ObjectID? {
+        images.boot[ImageRefName.boot(format, xattrs)]
+    }
+}
+
+extension ImageConfig {
+    /// The layer streams a config stream's named refs give the diff_ids, in diff_id order.
+    func layerStreams(in refs: [String: ObjectID], config digest: Digest) throws(OCIError) -> [(diffID: Digest, stream: ObjectID)] {
+        var layers: [(diffID: Digest, stream: ObjectID)] = []
+        for diffID in rootfs.diff_ids {
+            guard let stream = refs[diffID.description] else {
+                throw .badDocument(what: "config \(digest)", reason: "no named ref to layer \(diffID)")
+            }
+            layers.append((diffID, stream))
+        }
+        return layers
+    }
 }
 
 extension ImageStore {
-    /// The composefs image of a stored image (built anew from its layers).
-    public func composefsImage(of manifest: Digest, store: Bool) throws(OCIError) -> [UInt8] {
-        try buildImage(layers: try open(manifest: manifest).layers, storeExpanded: store)
-    }
-
     /// Stores a tar (possibly compressed) read from `fd` as the layer `diffID`, which its
     /// content must match; a layer already stored is not read again.
     public func importLayer(fromFileDescriptor fd: Int32, diffID: Digest, ref: String?) throws(OCIError) -> ObjectID {

@@ -18,8 +18,8 @@ public enum OCIError: Error, CustomStringConvertible {
     /// The registry (or other source) failed to deliver.
     case transfer(what: String, reason: String)
     case unsupported(String)
-    /// The merged tree cannot be written as an image (a file too big, too many xattrs, …).
-    case imageWrite(ImageWriteError)
+    /// The merged layers are not a root file system composefs can make an image of.
+    case rootfs(image: String, reason: String)
     case system(SystemError)
     case repository(RepositoryError)
 
@@ -40,8 +40,8 @@ public enum OCIError: Error, CustomStringConvertible {
             return "fetching \(what): \(reason)"
         case let .unsupported(what):
             return what
-        case let .imageWrite(error):
-            return "cannot write the composefs image: \(error)"
+        case let .rootfs(image, reason):
+            return "image \(image): \(reason)"
         case let .system(error):
             return error.description
         case let .repository(error):

@@ -1,8 +1,10 @@
-// Pulling an image into the repository: manifest (through an index, for this platform),
-// config, then the layers not stored yet, fetched and imported in parallel, each checked
-// against its blob digest, size and diff_id; then the composefs image of the merged layers,
-// the config and manifest streams, and the tag. Streams are named only once complete, and the
-// tag comes last: a failed pull leaves no tag, and what it stored is garbage for `gc`.
+// Pulling an image into the repository as composefs-rs 0.9 does: manifest (through an index,
+// for this platform), then the config and the layers not stored yet (unless the config stream
+// is stored: its layers are then taken as they are), fetched and imported in parallel, each
+// checked against its blob digest, size and diff_id; the config stream and the manifest
+// stream; then the composefs images of the merged layers, recorded by rewriting both streams,
+// and the tag. Streams are named only once complete, and the tag comes last: a failed pull
+// leaves no tag, and what it stored is garbage for `gc`.
 
 import ComposeFS
 import Dispatch
@@ -25,14 +27,14 @@ public struct PullOptions: Sendable {
 
 /// What `pull` reports while it works.
 public enum PullEvent: Sendable {
-    /// The manifest and everything it names are stored already.
-    case alreadyHaveManifest(Digest)
+    /// The config is stored already, and so its layers.
+    case alreadyHaveConfig(Digest)
     case fetchingConfig(Digest)
     /// A layer (by diff_id) that is stored already.
     case alreadyHaveLayer(Digest)
     case fetchingLayer(Digest)
-    case buildingImage
     case storingManifest(Digest)
+    case buildingImage
     /// Bytes of layer blobs read so far, of the total to fetch.
     case bytes(done: UInt64, total: UInt64)
 }
@@ -40,88 +42,82 @@ public enum PullEvent: Sendable {
 public struct PullResult: Sendable {
     public var manifestDigest: Digest
     public var configDigest: Digest
-    /// The manifest stream's object id.
+    /// The manifest stream as stored before the images were recorded (composefs-rs prints
+    /// that one): the first one written, or the one found stored.
     public var manifestStream: ObjectID
-    public var imageID: ObjectID
     public var statistics: ImportStatistics
 }
 
 extension ImageStore {
     public func pull(
-        _ reference: String, tag: String?, options: PullOptions, events: (@Sendable (PullEvent) -> Void)? = nil
+        _ reference: String, tag: String, options: PullOptions, events: (@Sendable (PullEvent) -> Void)? = nil
     ) async throws(OCIError) -> PullResult {
         let source = try ImageReference.source(reference, options: options.registry)
         let (manifestDigest, manifestBytes, manifest) = try await resolveManifest(source, reference: reference, platform: options.platform)
-
-        // Everything stored already (a second pull): only the tag may be new.
-        if let stored = try? open(manifest: manifestDigest), let imageID = stored.imageID,
-            repository.streamID(Self.manifestStream(manifestDigest)) != nil, imageExists(imageID)
-        {
-            events?(.alreadyHaveManifest(manifestDigest))
-            try name(manifestDigest, manifest, tag: tag)
-            return PullResult(
-                manifestDigest: manifestDigest, configDigest: stored.manifest.config.digest, manifestStream: stored.manifestStream,
-                imageID: imageID, statistics: ImportStatistics())
-        }
-
-        let configDescriptor = manifest.config
-        guard configDescriptor.size >= 0, configDescriptor.size <= Int64(DocumentLimits.configMax) else {
-            throw .badDocument(what: "config \(configDescriptor.digest)", reason: "size \(configDescriptor.size) out of range")
-        }
-        events?(.fetchingConfig(configDescriptor.digest))
-        let configBytes = try await source.blob(configDescriptor, progress: nil).bytes(limit: DocumentLimits.configMax)
-        try verify(configBytes, against: configDescriptor, what: "config")
-        let config = try Documents.decode(ImageConfig.self, configBytes, what: "config \(configDescriptor.digest)")
-        guard config.rootfs.diff_ids.count == manifest.layers.count else {
-            throw .badDocument(
-                what: "config \(configDescriptor.digest)",
-                reason: "lists \(config.rootfs.diff_ids.count) diff_ids for \(manifest.layers.count) layers")
-        }
-
-        let layers = Array(zip(manifest.layers, config.rootfs.diff_ids))
-        var missing: [(index: Int, descriptor: Descriptor, diffID: Digest)] = []
-        var queued = Set<Digest>()
-        for (index, (descriptor, diffID)) in layers.enumerated() {
-            guard descriptor.size >= 0 else { throw .badDocument(what: "layer \(descriptor.digest)", reason: "negative size") }
-            if repository.streamID(Self.layerStream(diffID)) != nil || queued.contains(diffID) {
-                events?(.alreadyHaveLayer(diffID))
-            } else {
-                queued.insert(diffID)
-                missing.append((index, descriptor, diffID))
-            }
-        }
-        let statistics = try await fetchLayers(missing, from: source, options: options, events: events)
+        let configDigest = manifest.config.digest
 
         var layerStreams: [(diffID: Digest, stream: ObjectID)] = []
-        for diffID in config.rootfs.diff_ids {
-            guard let id = repository.streamID(Self.layerStream(diffID)) else { throw .notFound("layer stream \(diffID)") }
-            layerStreams.append((diffID, id))
+        var statistics = ImportStatistics()
+        let configStream: ObjectID
+        if repository.streamID(Self.configStream(configDigest)) != nil {
+            // Stored before: its layers are the ones it names.
+            events?(.alreadyHaveConfig(configDigest))
+            let (document, config) = try readConfig(configDigest, stream: nil)
+            try checkLayerCount(config, manifest)
+            layerStreams = try config.layerStreams(in: document.refs, config: configDigest)
+            configStream = document.id
+        } else {
+            let configDescriptor = manifest.config
+            guard configDescriptor.size >= 0, configDescriptor.size <= Int64(DocumentLimits.configMax) else {
+                throw .badDocument(what: "config \(configDigest)", reason: "size \(configDescriptor.size) out of range")
+            }
+            events?(.fetchingConfig(configDigest))
+            let configBytes = try await source.blob(configDescriptor, progress: nil).bytes(limit: DocumentLimits.configMax)
+            try verify(configBytes, against: configDescriptor, what: "config")
+            let config = try Documents.decode(ImageConfig.self, configBytes, what: "config \(configDigest)")
+            try checkLayerCount(config, manifest)
+            var missing: [(descriptor: Descriptor, diffID: Digest)] = []
+            var queued = Set<Digest>()
+            for (descriptor, diffID) in zip(manifest.layers, config.rootfs.diff_ids) {
+                guard descriptor.size >= 0 else { throw .badDocument(what: "layer \(descriptor.digest)", reason: "negative size") }
+                if repository.streamID(Self.layerStream(diffID)) != nil || queued.contains(diffID) {
+                    events?(.alreadyHaveLayer(diffID))
+                } else {
+                    queued.insert(diffID)
+                    missing.append((descriptor, diffID))
+                }
+            }
+            // The largest first, as composefs-rs: the long downloads start early.
+            missing.sort { $0.descriptor.size > $1.descriptor.size }
+            statistics = try await fetchLayers(missing, from: source, options: options, events: events)
+            for diffID in config.rootfs.diff_ids {
+                guard let id = repository.streamID(Self.layerStream(diffID)) else { throw .notFound("layer stream \(diffID)") }
+                layerStreams.append((diffID, id))
+            }
+            configStream = try storeConfig(configBytes, digest: configDigest, layers: layerStreams)
         }
+
+        let manifestStream: ObjectID
+        if let stored = repository.streamID(Self.manifestStream(manifestDigest)) {
+            manifestStream = stored
+        } else {
+            events?(.storingManifest(manifestDigest))
+            manifestStream = try storeManifest(
+                manifestBytes, digest: manifestDigest, config: (configDigest, configStream), layers: layerStreams)
+        }
+
         events?(.buildingImage)
-        let repository = self.repository
-        let layersToMerge = layerStreams
-        let imageID = try await offload { () throws(OCIError) -> ObjectID in
-            let image = try self.buildImage(layers: layersToMerge, storeExpanded: true)
-            return try repositoryCall { () throws(RepositoryError) in try repository.writeImage(image, name: nil) }
+        try await offload { () throws(OCIError) in try self.makeImages(manifest: manifestDigest, tag: tag) }
+        return PullResult(manifestDigest: manifestDigest, configDigest: configDigest, manifestStream: manifestStream, statistics: statistics)
+    }
+
+    /// An image config names one diff_id per manifest layer.
+    private func checkLayerCount(_ config: ImageConfig, _ manifest: Manifest) throws(OCIError) {
+        guard config.rootfs.diff_ids.count == manifest.layers.count else {
+            throw .badDocument(
+                what: "config \(manifest.config.digest)",
+                reason: "lists \(config.rootfs.diff_ids.count) diff_ids for \(manifest.layers.count) layers")
         }
-        let configStream = try storeConfig(configBytes, digest: configDescriptor.digest, layers: layerStreams, image: imageID)
-        events?(.storingManifest(manifestDigest))
-        let manifestStream = try storeManifest(
-            manifestBytes, digest: manifestDigest, config: (configDescriptor.digest, configStream), layers: layerStreams)
-        try name(manifestDigest, manifest, tag: tag)
-        return PullResult(
-            manifestDigest: manifestDigest, configDigest: configDescriptor.digest, manifestStream: manifestStream,
-            imageID: imageID, statistics: statistics)
-    }
-
-    /// What names a pulled image: its referrer entry (when it has a subject) and the tag.
-    private func name(_ digest: Digest, _ manifest: Manifest, tag: String?) throws(OCIError) {
-        if let subject = manifest.subject { try addReferrer(digest, subject: subject.digest) }
-        if let tag { try self.tag(digest, as: tag) }
-    }
-
-    private func imageExists(_ id: ObjectID) -> Bool {
-        (try? repository.openObject(id)) != nil
     }
 
     /// The image manifest the reference names, through an index when there is one.
@@ -167,7 +163,7 @@ extension ImageStore {
 
     /// Fetches and imports layers, several at once.
     private func fetchLayers(
-        _ layers: [(index: Int, descriptor: Descriptor, diffID: Digest)], from source: any ImageSource, options: PullOptions,
+        _ layers: [(descriptor: Descriptor, diffID: Digest)], from source: any ImageSource, options: PullOptions,
         events: (@Sendable (PullEvent) -> Void)?
     ) async throws(OCIError) -> ImportStatistics {
         let total = layers.reduce(UInt64(0)) { $0 + UInt64($1.descriptor.size) }

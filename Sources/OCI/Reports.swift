@@ -6,6 +6,10 @@ import ComposeFSBase
 import FsVerity
 import Repository
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 public struct ImageSummary: Sendable {
     public var name: String
     public var manifestDigest: Digest
@@ -23,7 +27,7 @@ extension ImageStore {
         try tags().compactMap { tag in
             guard let image = try? open(manifest: tag.manifest) else { return nil }
             return ImageSummary(
-                name: tag.name, manifestDigest: tag.manifest, isContainer: true,
+                name: tag.name, manifestDigest: tag.manifest, isContainer: MediaType.imageConfigs.contains(image.manifest.config.mediaType),
                 architecture: image.config.architecture ?? "", os: image.config.os ?? "", created: image.config.created,
                 layerCount: image.manifest.layers.count, referrerCount: (try? referrers(of: tag.manifest).count) ?? 0)
         }
@@ -62,14 +66,33 @@ public struct LayerSummary: Sendable {
 
 // MARK: fsck
 
-/// The OCI half of `oci fsck`: each tagged image's documents and layers.
+/// The OCI half of `oci fsck`: each tagged image's documents and layers, as composefs-rs 0.9
+/// checks them.
 public struct ImageCheckReport: Sendable {
-    public struct Problem: Sendable {
-        public var type: String
-        public var name: String
-        /// Extra fields in order (detail, expected, actual, digest, diffId).
-        public var fields: [(String, String)]
+    public enum Kind: Sendable {
+        case manifestReadFailed(detail: String)
+        case manifestDigestMismatch(expected: Digest, actual: Digest)
+        case manifestParseFailed(detail: String)
+        case configRefMissing(config: Digest)
+        case configReadFailed(detail: String)
+        case configDigestMismatch(expected: Digest, actual: Digest)
+        case configParseFailed(detail: String)
+        case layerRefMissing(diffID: Digest)
+        case layerStreamMissing(diffID: Digest)
+        case layerObjectMissing(diffID: Digest, detail: String)
+        /// The config's `containers.composefs.fsverity` label names an image that does not open.
+        case sealImageMissing(image: String, detail: String)
+        case artifactLayerRefMissing(layer: Digest)
+        case artifactLayerObjectMissing(layer: Digest, detail: String)
+        case refResolveFailed(detail: String)
+        /// A tag starting with '@' (reserved for digests).
+        case invalidRefName
+    }
 
+    public struct Problem: Sendable {
+        /// The tag.
+        public var name: String
+        public var kind: Kind
     }
 
     public var imagesChecked = 0
@@ -80,79 +103,92 @@ public struct ImageCheckReport: Sendable {
 }
 
 extension ImageStore {
-    /// Checks every tagged image (or the one named), stopping at each image's first problem.
+    /// Checks every tagged image (or the one named). A problem with the manifest or the config
+    /// ends an image's check; each layer is checked. An image counts as corrupted once.
     public func checkImages(only name: String? = nil) throws(OCIError) -> ImageCheckReport {
         var report = ImageCheckReport()
-        var targets: [(name: String, manifest: Digest?)] = []
+        var targets: [(name: String, manifest: Digest)] = []
         if let name {
-            targets = [(name, try? resolve(name))]
+            do { targets = [(name, try resolve(tag: name))] } catch {
+                report.imagesChecked = 1
+                report.imagesCorrupted = 1
+                report.problems = [.init(name: name, kind: .refResolveFailed(detail: error.description))]
+                return report
+            }
         } else {
-            targets = try tags().map { ($0.name, $0.manifest) }
+            targets = try tags()
         }
         for target in targets {
             report.imagesChecked += 1
-            if let problem = check(target.name, target.manifest) {
-                report.imagesCorrupted += 1
-                report.problems.append(problem)
-            }
+            let problems =
+                target.name.hasPrefix("@") ? [.invalidRefName] : check(target.manifest)
+            if !problems.isEmpty { report.imagesCorrupted += 1 }
+            report.problems += problems.map { .init(name: target.name, kind: $0) }
         }
         return report
     }
 
-    private func check(_ name: String, _ digest: Digest?) -> ImageCheckReport.Problem? {
-        typealias Problem = ImageCheckReport.Problem
-        guard !name.hasPrefix("@") else {
-            return Problem(type: "invalid-ref-name", name: name, fields: [("detail", "leading '@' is reserved for digest references")])
-        }
-        guard let digest else { return Problem(type: "ref-resolve-failed", name: name, fields: [("detail", "Reference \(name) not found")]) }
-        let manifest: (bytes: [UInt8], refs: [String: ObjectID], id: ObjectID)
+    private func check(_ digest: Digest) -> [ImageCheckReport.Kind] {
+        let manifest: Document
         do { manifest = try readDocument(Self.manifestStream(digest), contentType: manifestContentType) } catch {
-            return Problem(type: "manifest-read-failed", name: name, fields: [("detail", error.description)])
+            return [.manifestReadFailed(detail: error.description)]
         }
         let actual = digest.computed(over: manifest.bytes)
-        guard actual == digest else {
-            return Problem(type: "manifest-digest-mismatch", name: name, fields: [("expected", digest.description), ("actual", actual.description)])
+        guard actual == digest else { return [.manifestDigestMismatch(expected: digest, actual: actual)] }
+        let parsed: Manifest
+        do {
+            guard case let .manifest(document) = try Documents.manifestDocument(manifest.bytes, mediaType: nil, what: "manifest") else {
+                return [.manifestParseFailed(detail: "an image index, not an image manifest")]
+            }
+            parsed = document
+        } catch {
+            return [.manifestParseFailed(detail: error.description)]
         }
-        guard case let .manifest(parsed)? = try? Documents.manifestDocument(manifest.bytes, mediaType: nil, what: "manifest") else {
-            return Problem(type: "manifest-parse-failed", name: name, fields: [("detail", "not an image manifest")])
+        let configDigest = parsed.config.digest
+        guard let configStream = manifest.refs["config:\(configDigest)"] else { return [.configRefMissing(config: configDigest)] }
+        let config: Document
+        do { config = try readDocument(configStream, contentType: configContentType, what: "config stream \(configStream.hex)") } catch {
+            return [.configReadFailed(detail: error.description)]
         }
-        guard manifest.refs["config:\(parsed.config.digest)"] != nil else {
-            return Problem(type: "config-ref-missing", name: name, fields: [("digest", parsed.config.digest.description)])
-        }
-        let config: (bytes: [UInt8], refs: [String: ObjectID], id: ObjectID)
-        do { config = try readDocument(Self.configStream(parsed.config.digest), contentType: configContentType) } catch {
-            return Problem(type: "config-read-failed", name: name, fields: [("detail", error.description)])
-        }
-        let configActual = parsed.config.digest.computed(over: config.bytes)
-        guard configActual == parsed.config.digest else {
-            return Problem(
-                type: "config-digest-mismatch", name: name,
-                fields: [("expected", parsed.config.digest.description), ("actual", configActual.description)])
+        let configActual = configDigest.computed(over: config.bytes)
+        guard configActual == configDigest else { return [.configDigestMismatch(expected: configDigest, actual: configActual)] }
+        guard MediaType.imageConfigs.contains(parsed.config.mediaType) else {
+            // An artifact: its layers are the manifest's named refs.
+            return parsed.layers.compactMap { layer in
+                guard let object = manifest.refs[layer.digest.description] else { return .artifactLayerRefMissing(layer: layer.digest) }
+                do throws(RepositoryError) { _ = try repository.openObject(object) } catch {
+                    return .artifactLayerObjectMissing(layer: layer.digest, detail: error.description)
+                }
+                return nil
+            }
         }
         let imageConfig: ImageConfig
         do { imageConfig = try Documents.decode(ImageConfig.self, config.bytes, what: "config") } catch {
-            return Problem(type: "config-parse-failed", name: name, fields: [("detail", error.description)])
+            return [.configParseFailed(detail: error.description)]
         }
+        var problems: [ImageCheckReport.Kind] = []
         for diffID in imageConfig.rootfs.diff_ids {
             guard let layerStream = config.refs[diffID.description] else {
-                return Problem(type: "layer-ref-missing", name: name, fields: [("diffId", diffID.description)])
+                problems.append(.layerRefMissing(diffID: diffID))
+                continue
             }
-            guard repository.streamID(Self.layerStream(diffID)) == layerStream else {
-                return Problem(type: "layer-stream-missing", name: name, fields: [("diffId", diffID.description)])
-            }
-            do {
-                let stream = try repository.openStream(Self.layerStream(diffID))
-                for object in stream.references.objects { _ = try repository.openObject(object) }
-            } catch {
-                return Problem(type: "layer-object-missing", name: name, fields: [("diffId", diffID.description), ("detail", "\(error)")])
+            if !hasStreamLink(Self.layerStream(diffID)) { problems.append(.layerStreamMissing(diffID: diffID)) }
+            do { _ = try repository.openObject(layerStream) } catch {
+                problems.append(.layerObjectMissing(diffID: diffID, detail: error.description))
             }
         }
-        if let imageID = config.refs[imageRefName] {
-            do { _ = try repository.openObject(imageID) } catch {
-                return Problem(type: "image-missing", name: name, fields: [("digest", imageID.hex), ("detail", "\(error)")])
+        if let seal = imageConfig.config?.labels?["containers.composefs.fsverity"] {
+            do { _ = try repository.openImage(seal) } catch {
+                problems.append(.sealImageMissing(image: seal, detail: error.description))
             }
         }
-        return nil
+        return problems
+    }
+
+    /// Whether streams/NAME is there as a link, wherever it points (composefs-rs's
+    /// `has_stream` looks no further; a missing object is reported as such).
+    private func hasStreamLink(_ name: String) -> Bool {
+        var info = stat()
+        return lstat(repository.path + "/streams/" + name, &info) == 0
     }
 }
-

@@ -1,12 +1,16 @@
-// Merging layers into the root filesystem, with the OCI image-spec's rules (the tree `umoci
-// unpack` makes on disk):
-// - a whiteout ".wh.NAME" deletes NAME, and ".wh..wh..opq" empties its directory, of what the
-//   layers below left; entries of the same layer are never hidden by them;
-// - an entry replaces what was at its path, except that a directory over a directory only
-//   takes its metadata and keeps the contents;
-// - symlinks in the parent components of a path are followed inside the tree (never out of it);
-// - hard links become files of their own with the target's metadata and content, as
-//   mkcomposefs sees a tree with hard links.
+// Merging layers into the root file system the way composefs-rs 0.9 does
+// (`create_filesystem`), so image ids match the ones it computes:
+// - entries apply in archive order; a whiteout ".wh.NAME" removes NAME and ".wh..wh..opq" empties
+//   its directory at that point, so they hit entries of the same layer added before them too;
+// - parents are looked up without following symlinks and never created: a missing parent or
+//   one that is not a directory fails the layer;
+// - an entry replaces what was at its path, except that a directory over a directory only takes
+//   its metadata and keeps the contents;
+// - a hard link names the same inode as its target (nlink counts the names);
+// - then the container-root transform (the root takes /usr's metadata, /run emptied, xattrs
+//   filtered) and, for bootable images, the boot transform.
+// Sparse members are expanded (composefs-rs refuses them): refusing would fail pulls that work
+// today, and an expanded file is exactly what the tar describes.
 // Nothing here touches the host file system: the tree is built in memory.
 
 import ComposeFS
@@ -14,48 +18,68 @@ import ComposeFSBase
 import EROFS
 import FsVerity
 
+/// How an image's layers become its tree (`cfsctl oci … --xattrs … --bootable`).
+public struct RootfsOptions: Sendable, Hashable {
+    public var xattrs: XattrFilter
+    /// The boot transform: /boot and /sysroot emptied, SELinux labels stripped.
+    public var bootable: Bool
+
+    public init(xattrs: XattrFilter = .allowlistOnly, bootable: Bool = false) {
+        self.xattrs = xattrs
+        self.bootable = bootable
+    }
+}
+
 package struct Rootfs {
     package let root: Inode
-    let algorithm: FsVerityAlgorithm
     /// Makes the object of a sparse file's expanded content; returns its digest.
     let expandSparse: (_ entry: TarEntry, _ content: EntryContent) throws(OCIError) -> ObjectID
 
     static let whiteoutPrefix = Array(".wh.".utf8)
-    static let opaqueMarker = Array(".wh..wh..opq".utf8)
-    /// Symlinks followed while resolving one path, as the kernel allows.
-    static let symlinkHopsMax = 40
+    static let opaqueMarker = Array(".wh..opq".utf8)
 
-    package init(
-        algorithm: FsVerityAlgorithm,
-        expandSparse: @escaping (_ entry: TarEntry, _ content: EntryContent) throws(OCIError) -> ObjectID
-    ) {
+    package init(expandSparse: @escaping (_ entry: TarEntry, _ content: EntryContent) throws(OCIError) -> ObjectID) {
         root = Inode(mode: FileMode.directory | 0o755)
-        self.algorithm = algorithm
         self.expandSparse = expandSparse
     }
 
-    /// Applies one layer.
-    package mutating func apply(_ entries: [LayerEntry], layer: String) throws(OCIError) {
-        var additions: [(components: [[UInt8]], item: LayerEntry)] = []
-        // Whiteouts first: they only ever hide what lower layers left.
-        for item in entries {
-            let components = try Self.components(of: item.entry.path, layer: layer)
-            guard let name = components.last, name.starts(with: Self.whiteoutPrefix) else {
-                additions.append((components, item))
-                continue
-            }
-            let parentPath = Array(components.dropLast())
-            guard let parent = try lookupDirectory(parentPath, layer: layer, entry: item.entry.path) else { continue }
-            if name == Self.opaqueMarker {
-                for child in parent.entries.map(\.name) { parent.removeEntry(child) }
-            } else if !name.starts(with: Self.opaqueMarker.prefix(8)) {
-                // ".wh..wh.*" markers other than opaque (aufs bookkeeping) carry nothing.
-                parent.removeEntry(Array(name.dropFirst(Self.whiteoutPrefix.count)))
-            }
+    /// Applies one layer's entries, in order.
+    package func apply(_ entries: [LayerEntry], layer: String) throws(OCIError) {
+        for item in entries { try apply(item, layer: layer) }
+    }
+
+    /// The transforms after the last layer; `image` names the image in errors.
+    package func finish(_ options: RootfsOptions, image: String) throws(OCIError) -> Inode {
+        do throws(ContainerRootError) {
+            try ContainerRoot.prepare(root, xattrs: options.xattrs)
+            if options.bootable { try ContainerRoot.prepareBoot(root) }
+        } catch {
+            throw .rootfs(image: image, reason: error.description)
         }
-        for (components, item) in additions {
-            try add(item, components: components, layer: layer)
+        if options.bootable {
+            // composefs-rs labels the tree from the policy under /etc/selinux, and strips the
+            // labels when there is none.
+            guard try !hasSELinuxPolicy(image: image) else {
+                throw .unsupported(
+                    "image \(image): labelling a bootable image from its SELinux policy (/etc/selinux) is not supported yet")
+            }
+            ContainerRoot.forEachInode(root) { $0.filterXattrs { $0 != ContainerRoot.selinuxXattr } }
         }
+        ContainerRoot.countLinks(root)
+        return root
+    }
+
+    /// Whether /etc/selinux is a directory; a non-directory on the way is an error, as there.
+    private func hasSELinuxPolicy(image: String) throws(OCIError) -> Bool {
+        var directory = root
+        for name in ["etc", "selinux"] {
+            guard let entry = directory.entry(named: Array(name.utf8)) else { return false }
+            guard entry.inode.isDirectory else {
+                throw .rootfs(image: image, reason: "Directory entry \"\(name)\" is not a subdirectory")
+            }
+            directory = entry.inode
+        }
+        return true
     }
 
     // MARK: Paths
@@ -76,82 +100,64 @@ package struct Rootfs {
         return result
     }
 
-    /// The directory at `components`, following symlinks in every component; nil if missing.
-    private func lookupDirectory(_ components: [[UInt8]], layer: String, entry: [UInt8]) throws(OCIError) -> Inode? {
-        var hops = 0
-        return try resolve(components, layer: layer, entry: entry, create: false, hops: &hops)
-    }
-
-    /// Walks `components` from the root. Symlinks are followed (absolute targets from the
-    /// root, ".." never above it); with `create`, missing directories are made.
-    private func resolve(
-        _ components: [[UInt8]], layer: String, entry: [UInt8], create: Bool, hops: inout Int
-    ) throws(OCIError) -> Inode? {
-        func fail(_ reason: String) -> OCIError { .badTar(layer: layer, entry: displayBytes(entry), reason: reason) }
-        var stack: [Inode] = [root]
-        var pending = Array(components.reversed())
-        while let name = pending.popLast() {
-            guard let current = stack.last else { return nil }
-            if name == [0x2E] { continue }
-            if name == [0x2E, 0x2E] {
-                if stack.count > 1 { stack.removeLast() }
-                continue
-            }
+    /// The directory at `components`, every one of them a directory (symlinks are not followed).
+    private func directory(
+        _ components: ArraySlice<[UInt8]>, layer: String, entry: [UInt8]
+    ) throws(OCIError) -> Inode {
+        var current = root
+        for (index, name) in components.enumerated() {
+            // Spelled out only for the error.
+            func path() -> String { "/" + components.prefix(index + 1).map { displayBytes($0) }.joined(separator: "/") }
             guard let child = current.entry(named: name)?.inode else {
-                guard create else { return nil }
-                let directory = Inode(mode: FileMode.directory | 0o755)
-                do { try current.addEntry(name, directory) } catch { throw fail(error.description) }
-                stack.append(directory)
-                continue
-            }
-            if child.isSymlink {
-                hops += 1
-                guard hops <= Self.symlinkHopsMax else { throw fail("too many levels of symbolic links") }
-                let target = child.payload ?? []
-                if target.first == UInt8(ascii: "/") { stack = [root] }
-                let parts = target.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true).map(Array.init)
-                pending.append(contentsOf: parts.reversed())
-                continue
+                throw .badTar(layer: layer, entry: displayBytes(entry), reason: "parent directory \(path()) does not exist")
             }
             guard child.isDirectory else {
-                if create { throw fail("a parent component is not a directory") }
-                return nil
+                throw .badTar(layer: layer, entry: displayBytes(entry), reason: "parent \(path()) is not a directory")
             }
-            stack.append(child)
+            current = child
         }
-        return stack.last
+        return current
     }
 
     // MARK: Entries
 
-    private mutating func add(_ item: LayerEntry, components: [[UInt8]], layer: String) throws(OCIError) {
+    private func apply(_ item: LayerEntry, layer: String) throws(OCIError) {
         let entry = item.entry
         func fail(_ reason: String) -> OCIError { .badTar(layer: layer, entry: displayBytes(entry.path), reason: reason) }
+        let components = try Self.components(of: entry.path, layer: layer)
         guard let name = components.last else {
-            // The root itself: only a directory may describe it.
+            // The root itself: only a directory may describe it, and only its metadata is taken.
             guard entry.kind == .directory else { throw fail("the root can only be a directory") }
             try setMetadata(of: root, from: entry, layer: layer)
             return
         }
-        var hops = 0
-        guard let parent = try resolve(Array(components.dropLast()), layer: layer, entry: entry.path, create: true, hops: &hops) else {
-            throw fail("parent directory cannot be resolved")
+        // As composefs-rs, the inode first (a hard link's target must exist), then its parent.
+        let inode = try makeInode(item, layer: layer)
+        let parent = try directory(components.dropLast(), layer: layer, entry: entry.path)
+        if let hidden = name.starts(with: Self.whiteoutPrefix) ? name.dropFirst(Self.whiteoutPrefix.count) : nil {
+            if hidden.elementsEqual(Self.opaqueMarker) {
+                parent.removeAllEntries()
+            } else {
+                parent.removeEntry(Array(hidden))
+            }
+            return
         }
-        let existing = parent.entry(named: name)?.inode
-        if entry.kind == .directory, let existing, existing.isDirectory {
+        if inode.isDirectory, let existing = parent.entry(named: name)?.inode, existing.isDirectory {
             try setMetadata(of: existing, from: entry, layer: layer)
             return
         }
+        parent.removeEntry(name)
+        do { try parent.addEntry(name, inode) } catch { throw fail(error.description) }
+    }
+
+    /// The inode an entry puts in the tree: a new one, or a hard link's target.
+    private func makeInode(_ item: LayerEntry, layer: String) throws(OCIError) -> Inode {
+        let entry = item.entry
+        func fail(_ reason: String) -> OCIError { .badTar(layer: layer, entry: displayBytes(entry.path), reason: reason) }
         let inode: Inode
         switch entry.kind {
         case .hardlink:
-            inode = try linkTarget(of: entry, layer: layer)
-            // A link to itself changes nothing.
-            if let existing, inode === existing { return }
-            let copy = Self.copy(of: inode)
-            if existing != nil { parent.removeEntry(name) }
-            do { try parent.addEntry(name, copy) } catch { throw fail(error.description) }
-            return
+            return try linkTarget(of: entry, layer: layer)
         case .directory:
             inode = Inode(mode: FileMode.directory)
         case .regular:
@@ -169,8 +175,7 @@ package struct Rootfs {
             inode = Inode(mode: FileMode.fifo)
         }
         try setMetadata(of: inode, from: entry, layer: layer)
-        if existing != nil { parent.removeEntry(name) }
-        do { try parent.addEntry(name, inode) } catch { throw fail(error.description) }
+        return inode
     }
 
     private func setMetadata(of inode: Inode, from entry: TarEntry, layer: String) throws(OCIError) {
@@ -213,30 +218,19 @@ package struct Rootfs {
         }
     }
 
-    /// The inode a hard link names: parents resolved through symlinks, the last component not.
+    /// The inode a hard link names: an existing non-directory, its parents directories.
     private func linkTarget(of entry: TarEntry, layer: String) throws(OCIError) -> Inode {
         func fail(_ reason: String) -> OCIError { .badTar(layer: layer, entry: displayBytes(entry.path), reason: reason) }
         let components = try Self.components(of: entry.linkTarget, layer: layer)
-        guard let name = components.last,
-            let parent = try lookupDirectory(Array(components.dropLast()), layer: layer, entry: entry.path),
-            let target = parent.entry(named: name)?.inode
-        else { throw fail("hard link to missing target '\(displayBytes(entry.linkTarget))'") }
-        guard !target.isDirectory else { throw fail("hard link to a directory '\(displayBytes(entry.linkTarget))'") }
-        return target
-    }
-
-    private static func copy(of inode: Inode) -> Inode {
-        let copy = Inode(mode: inode.mode)
-        copy.uid = inode.uid
-        copy.gid = inode.gid
-        copy.rdev = inode.rdev
-        copy.size = inode.size
-        copy.mtime = inode.mtime
-        copy.payload = inode.payload
-        copy.content = inode.content
-        copy.digest = inode.digest
-        for xattr in inode.xattrs { try? copy.setXattr(xattr.key, xattr.value) }
-        return copy
+        let target = "'\(displayBytes(entry.linkTarget))'"
+        guard let name = components.last else { throw fail("hard link to the root \(target)") }
+        let parent: Inode
+        do { parent = try directory(components.dropLast(), layer: layer, entry: entry.path) } catch {
+            throw fail("hard link to missing target \(target)")
+        }
+        guard let inode = parent.entry(named: name)?.inode else { throw fail("hard link to missing target \(target)") }
+        guard !inode.isDirectory else { throw fail("hard link to a directory \(target)") }
+        return inode
     }
 
     /// Linux's dev_t encoding, truncated to the 32 bits composefs stores.
@@ -246,9 +240,13 @@ package struct Rootfs {
 }
 
 extension TarEntry {
-    /// The components of a member's path, as the merge resolves them ("." and empty parts
-    /// dropped); nil for a path with ".." or an over-long name, which the merge refuses.
-    public static func components(of path: [UInt8]) -> [[UInt8]]? { try? Rootfs.components(of: path, layer: "") }
+    /// A member's path as composefs-rs shows it: "/" prepended (after dropping one already
+    /// there), trailing "/" removed; nothing else is normalized.
+    public static func absolutePath(_ path: [UInt8]) -> [UInt8] {
+        var result = [UInt8(ascii: "/")] + (path.first == UInt8(ascii: "/") ? path.dropFirst() : path[...])
+        while result.count > 1, result.last == UInt8(ascii: "/") { result.removeLast() }
+        return result == [UInt8(ascii: "/")] ? [] : result
+    }
 
     /// st_mode: the file type of the entry's kind with its permissions.
     public var mode: UInt32 {

@@ -1,4 +1,4 @@
-// `cfsctl oci …`: container images (commands and output as composefs-rs's cfsctl).
+// `cfsctl oci …`: container images (commands, options and output as composefs-rs 0.9's cfsctl).
 
 import ArgumentParser
 import ComposeFS
@@ -18,14 +18,84 @@ struct Oci: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Commands for OCI container images.",
         subcommands: [
-            OciPull.self, OciImages.self, OciInspect.self, OciTag.self, OciUntag.self, OciDump.self, OciComputeID.self,
-            OciCreateImage.self, OciMount.self, OciImportLayer.self, OciLsLayer.self, OciLayer.self, OciFsck.self,
+            OciImportLayer.self, OciDump.self, OciPull.self, OciCopy.self, OciImages.self, OciInspect.self, OciTag.self,
+            OciUntag.self, OciLayer.self, OciMount.self, OciComputeID.self, OciPrepareBoot.self, OciFsck.self,
+            OciCreateImage.self, OciLsLayer.self,
         ])
     @ParentCommand var global: Cfsctl
 }
 
 extension Cfsctl {
     func openImageStore() throws -> ImageStore { ImageStore(repository: try openRepository()) }
+}
+
+extension FormatVersion {
+    /// As composefs-rs prints it (`{:?}`).
+    var debugName: String { "V\(rawValue)" }
+}
+
+/// An fs-verity digest given in hex, in the repository's algorithm.
+func parseObjectID(_ hex: String, algorithm: FsVerityAlgorithm, what: String) throws -> ObjectID {
+    guard let id = ObjectID(hex: hex, algorithm: algorithm) else {
+        throw ToolError("\(what): '\(hex)' is not a \(algorithm.name) digest in hex")
+    }
+    return id
+}
+
+/// `<ref|@config> [config-verity]`: a tag, or a config digest with the config stream's verity.
+struct OCIConfigOptions: ParsableArguments {
+    @Argument(help: "Ref name (e.g. myimage:latest) or @digest of a config (e.g. @sha256:a1b2c3...)") var configName: String
+    @Argument(help: "fs-verity digest of the config stream (with @digest; without it the layers are hashed again)")
+    var configVerity: String?
+
+    func selection(algorithm: FsVerityAlgorithm) throws -> ConfigSelection {
+        let verity = try configVerity.map { try parseObjectID($0, algorithm: algorithm, what: "config verity") }
+        switch try OCIReference(parsing: configName) {
+        case let .named(name): return .tag(name)
+        case let .digest(digest): return .config(digest, verity: verity)
+        }
+    }
+}
+
+/// The image's tree, with the transforms chosen.
+struct OCIConfigFilesystemOptions: ParsableArguments {
+    @OptionGroup var config: OCIConfigOptions
+    @Flag(help: "Make it a bootable root: /boot and /sysroot emptied, SELinux labels") var bootable = false
+    @Option(help: "Xattrs kept: allowlist-only or keep-user-xattrs") var xattrs = XattrFilter.allowlistOnly
+
+    func rootfs(_ store: ImageStore) throws -> Inode {
+        try store.rootfs(
+            try config.selection(algorithm: store.repository.algorithm), options: RootfsOptions(xattrs: xattrs, bootable: bootable))
+    }
+}
+
+struct OciImportLayer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import-layer",
+        abstract: "Store a tar layer read from stdin (gzip and zstd are recognized) as oci-layer-DIGEST; its content must match DIGEST.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "The layer's diff_id, e.g. sha256:a1b2c3...") var digest: String
+    @Argument(help: "Also name it streams/refs/NAME") var name: String?
+
+    func run() throws {
+        let store = try global.openImageStore()
+        let id = try store.importLayer(fromFileDescriptor: 0, diffID: try Digest(parsing: digest), ref: name)
+        writeStandardOutput(id.prefixedHex + "\n")
+    }
+}
+
+struct OciDump: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dump", abstract: "Print the dumpfile of a stored image's root file system.")
+    @ParentCommand var global: Cfsctl
+    @OptionGroup var options: OCIConfigFilesystemOptions
+
+    func run() throws {
+        let root = try options.rootfs(try global.openImageStore())
+        let output = OutputFile.standardOutput()
+        try DumpfileWriter.writeComposefsRS(root, at: [UInt8(ascii: "/")]) { try output.write($0) }
+        try output.commit()
+    }
 }
 
 struct OciPull: ParsableCommand {
@@ -35,15 +105,23 @@ struct OciPull: ParsableCommand {
     @ParentCommand var global: Cfsctl
     @Argument(help: "The image, in skopeo's transport syntax") var image: String
     @Argument(help: "The tag to give it (default: the image reference)") var name: String?
+    @Flag(help: "Also make the bootable image") var bootable = false
+    @Option(help: "Find the bootable image with this id among the xattr modes and formats (needs --bootable)") var expectedDigest: String?
+    @Option(help: "Only 'disabled' is supported (containers-storage is not a source here)") var localFetch = "disabled"
     @Option(help: "USER:PASSWORD for the registry") var creds: String?
     @Option(help: "Auth file (containers-auth.json format)") var authfile: String?
     @Option(help: "Verify TLS certificates (false also allows plain HTTP)") var tlsVerify: Bool?
     @Option(help: "OS/ARCH[/VARIANT] to choose from an index (default: this machine's)") var platform: String?
-    @Option(help: "Only 'disabled' is supported (containers-storage is not a source here)") var localFetch = "disabled"
+
+    func validate() throws {
+        if expectedDigest != nil && !bootable { throw ValidationError("--expected-digest requires --bootable") }
+    }
 
     func run() throws {
         guard localFetch == "disabled" else { throw ToolError("--local-fetch \(localFetch) is not supported") }
         let store = try global.openImageStore()
+        // Checked before the pull, which may take long.
+        let expected = try expectedDigest.map { try parseObjectID($0, algorithm: store.repository.algorithm, what: "Parsing --expected-digest") }
         var chosenPlatform = Platform.current
         if let platform {
             let parts = platform.split(separator: "/").map(String.init)
@@ -59,12 +137,12 @@ struct OciPull: ParsableCommand {
         let result = try runBlocking { () async throws(OCIError) -> PullResult in
             try await store.pull(reference, tag: tag, options: options) { event in
                 switch event {
-                case let .alreadyHaveManifest(digest): progress?.message("Already have manifest \(digest)")
+                case let .alreadyHaveConfig(digest): progress?.message("Already have config \(digest)")
                 case let .fetchingConfig(digest): progress?.message("Fetching config \(digest)")
                 case let .alreadyHaveLayer(diffID): progress?.message("Already have layer \(diffID)")
                 case let .fetchingLayer(diffID): progress?.message("Fetching layer \(diffID)")
-                case .buildingImage: progress?.message("Building composefs image")
                 case let .storingManifest(digest): progress?.message("Storing manifest \(digest)")
+                case .buildingImage: progress?.message("Building composefs image")
                 case let .bytes(done, total): progress?.bytes(done: done, total: total)
                 }
             }
@@ -81,12 +159,61 @@ struct OciPull: ParsableCommand {
             \(humanBytes(statistics.bytesWritten)) stored, \(humanBytes(statistics.bytesInline)) inlined
 
             """)
+        if let expected {
+            switch try store.findBootImage(manifest: result.manifestDigest, expected: expected) {
+            case let .found(xattrs, format, id):
+                writeStandardOutput("Boot image: \(id.hex) (xattr-mode=\(xattrs.rawValue), format-version=\(format.debugName))\n")
+            case let .notFound(tried):
+                throw ToolError(
+                    "No boot image configuration matched expected digest \(expected.hex) (tried \(tried) mode/version combinations)")
+            }
+        } else if bootable {
+            writeStandardOutput("Boot image: \(try store.bootImage(manifest: result.manifestDigest).hex)\n")
+        }
+    }
+}
+
+struct OciCopy: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "copy", abstract: "Copy an image (and its layers) from another composefs repository into this one.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "Image to copy (tag name or @digest of a manifest)") var image: String
+    @Option(help: "Path to the source composefs repository") var from: String
+    @Option(help: "Tag to give the image in this repository") var name: String?
+    @Flag(help: "Reflink or hard-link the objects instead of copying them (same file system and algorithm)") var zerocopy = false
+
+    func run() throws {
+        let reference = try OCIReference(parsing: image)
+        let source: Repository
+        do { source = try Repository(path: from, upgrade: !global.noUpgrade) } catch {
+            throw ToolError("opening source repository \(from): \(error)")
+        }
+        let store = try global.openImageStore()
+        if zerocopy {
+            // composefs-rs names them as its HashType values.
+            func typeName(_ algorithm: FsVerityAlgorithm) -> String { "Sha" + algorithm.name.dropFirst(3) }
+            let (from, to) = (source.algorithm, store.repository.algorithm)
+            guard from == to else {
+                throw ToolError(
+                    "--zerocopy requires matching hash algorithms; source uses \(typeName(from)) but destination uses \(typeName(to))")
+            }
+            throw ToolError("--zerocopy is not supported yet: copy without it")
+        }
+        let result = try store.copy(reference, from: ImageStore(repository: source), name: name)
+        writeStandardOutput(
+            """
+            Copied image \(reference) from \(from) to destination repo\(name.map { ", tagged as \($0)" } ?? "")
+            Manifest digest: \(result.manifestDigest)
+            Manifest verity: \(result.manifestStream.hex)
+            Config digest:   \(result.configDigest)
+            Config verity:   \(result.configStream.hex)
+
+            """)
     }
 }
 
 struct OciImages: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "images", abstract: "List the tagged images.", aliases: ["list-images"])
+    static let configuration = CommandConfiguration(commandName: "images", abstract: "List the tagged images.", aliases: ["list-images"])
     @ParentCommand var global: Cfsctl
     @Flag(help: "Print JSON") var json = false
 
@@ -97,7 +224,8 @@ struct OciImages: ParsableCommand {
 }
 
 struct OciInspect: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Print an image's manifest and config.")
+    static let configuration = CommandConfiguration(
+        commandName: "inspect", abstract: "Print an image's manifest, config, referrers and composefs images as JSON.")
     @ParentCommand var global: Cfsctl
     @Argument(help: "A tag, or @sha256:… (a manifest digest)") var image: String
     @Flag(help: "Print only the manifest as stored") var manifest = false
@@ -109,22 +237,26 @@ struct OciInspect: ParsableCommand {
 
     func run() throws {
         let store = try global.openImageStore()
-        let stored = try store.open(manifest: try store.resolve(image))
-        if manifest {
-            writeStandardOutput(String(decoding: stored.manifestBytes, as: UTF8.self) + "\n")
-        } else if config {
-            writeStandardOutput(String(decoding: stored.configBytes, as: UTF8.self) + "\n")
-        } else {
-            writeStandardOutput(try ImageListing.inspect(stored, referrers: try store.referrers(of: stored.manifestDigest)))
+        let stored = try store.open(try OCIReference(parsing: image))
+        if manifest || config {
+            let output = OutputFile.standardOutput()
+            try withBytes((manifest ? stored.manifestBytes : stored.configBytes) + [0x0A]) { (bytes) throws(SystemError) in try output.write(bytes) }
+            try output.commit()
+            return
         }
+        let format = store.defaultFormat
+        writeStandardOutput(
+            try ImageListing.inspect(
+                stored, referrers: try store.referrers(of: stored.manifestDigest), erofs: stored.imageID(format),
+                bootErofs: stored.bootImageID(format)))
     }
 }
 
 struct OciTag: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "tag", abstract: "Tag a stored manifest.")
     @ParentCommand var global: Cfsctl
-    @Argument(help: "The manifest digest (sha256:…)") var manifestDigest: String
-    @Argument(help: "The tag") var name: String
+    @Argument(help: "The manifest digest, e.g. sha256:a1b2c3...") var manifestDigest: String
+    @Argument(help: "The tag (must not start with '@')") var name: String
 
     func run() throws {
         let store = try global.openImageStore()
@@ -145,94 +277,11 @@ struct OciUntag: ParsableCommand {
     }
 }
 
-struct OciDump: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "dump", abstract: "Print the dumpfile of an image's merged root file system.")
-    @ParentCommand var global: Cfsctl
-    @Argument(help: "A tag, or @sha256:… (a manifest digest)") var image: String
-
-    func run() throws {
-        let store = try global.openImageStore()
-        let root = try ImageReader.read(try store.composefsImage(of: try store.resolve(image), store: false))
-        let output = OutputFile.standardOutput()
-        try DumpfileWriter.write(root: root) { try output.write($0) }
-        try output.commit()
-    }
-}
-
-struct OciComputeID: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "compute-id", abstract: "Print the composefs image id of an image (equal to mkcomposefs of its unpacked tree).")
-    @ParentCommand var global: Cfsctl
-    @Argument(help: "A tag, or @sha256:… (a manifest digest)") var image: String
-
-    func run() throws {
-        let store = try global.openImageStore()
-        let bytes = try store.composefsImage(of: try store.resolve(image), store: false)
-        writeStandardOutput(FsVerity.digest(of: bytes, algorithm: store.repository.algorithm).hex + "\n")
-    }
-}
-
-struct OciCreateImage: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "create-image", abstract: "Build and store an image's composefs image; print its id.")
-    @ParentCommand var global: Cfsctl
-    @Argument(help: "A tag, or @sha256:… (a manifest digest)") var image: String
-    @Argument(help: "A ref for the composefs image (images/refs/NAME)") var imageName: String?
-
-    func run() throws {
-        let store = try global.openImageStore()
-        let bytes = try store.composefsImage(of: try store.resolve(image), store: true)
-        let id = try store.repository.writeImage(bytes, name: imageName)
-        writeStandardOutput(id.hex + "\n")
-    }
-}
-
-struct OciMount: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "mount", abstract: "Mount an image's composefs image.")
-    @ParentCommand var global: Cfsctl
-    @Argument(help: "A tag, or sha256:… (a manifest digest)") var image: String
-    @Argument(help: "Where to mount it") var mountpoint: String
-
-    func run() throws {
-        let store = try global.openImageStore()
-        let digest = image.hasPrefix("sha256:") ? try Digest(parsing: image) : try store.resolve(image)
-        guard let id = try store.open(manifest: digest).imageID else {
-            throw ToolError("No composefs EROFS image linked — try re-pulling the image")
-        }
-        try mountRepositoryImage(store.repository, name: id.hex, at: mountpoint)
-    }
-}
-
-struct OciImportLayer: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "import-layer", abstract: "Store a tar layer read from stdin (gzip and zstd are recognized) as oci-layer-DIGEST.")
-    @ParentCommand var global: Cfsctl
-    @Argument(help: "The layer's diff_id (sha256:…), checked against the data") var digest: String
-    @Argument(help: "Also name it streams/refs/NAME") var name: String?
-
-    func run() throws {
-        let store = try global.openImageStore()
-        let id = try store.importLayer(fromFileDescriptor: 0, diffID: try Digest(parsing: digest), ref: name)
-        writeStandardOutput(id.prefixedHex + "\n")
-    }
-}
-
-struct OciLsLayer: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ls-layer", abstract: "List a stored layer's entries as dumpfile lines.")
-    @ParentCommand var global: Cfsctl
-    @Argument(help: "The layer's diff_id") var name: String
-
-    func run() throws {
-        let store = try global.openImageStore()
-        writeStandardOutput(LayerListing.dumpfile(try store.layerEntries(try Digest(parsing: name)).entries))
-    }
-}
-
 struct OciLayer: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "layer", abstract: "Write a stored layer as tar (or list it, or summarize it).", aliases: ["layer-inspect"])
     @ParentCommand var global: Cfsctl
-    @Argument(help: "The layer's diff_id") var layer: String
+    @Argument(help: "The layer's diff_id, e.g. sha256:a1b2c3...") var layer: String
     @Flag(help: "Print dumpfile lines instead of the tar") var dumpfile = false
     @Flag(help: "Print a JSON summary instead of the tar") var json = false
 
@@ -257,6 +306,68 @@ struct OciLayer: ParsableCommand {
     }
 }
 
+struct OciMount: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "mount", abstract: "Mount an image's composefs image.")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "A tag, or sha256:… (a manifest digest)") var image: String
+    @Argument(help: "Where to mount it") var mountpoint: String
+    @Flag(help: "Mount the bootable image instead") var bootable = false
+    @Option(help: "A writable directory over the image (needs --workdir)") var upperdir: String?
+    @Option(help: "overlayfs's work directory, on the same file system as --upperdir") var workdir: String?
+    @Flag(help: "Mount read-write (needs --upperdir)") var readWrite = false
+
+    func validate() throws {
+        guard (upperdir == nil) == (workdir == nil) else { throw ValidationError("--upperdir and --workdir go together") }
+        guard !readWrite || upperdir != nil else { throw ValidationError("--read-write needs --upperdir") }
+    }
+
+    func run() throws {
+        let store = try global.openImageStore()
+        let stored = try store.open(image.hasPrefix("sha256:") ? .digest(try Digest(parsing: image)) : .named(image))
+        let format = store.defaultFormat
+        let id: ObjectID
+        if bootable {
+            guard let boot = stored.bootImageID(format) else { throw ToolError("No boot EROFS image linked — try pulling with --bootable") }
+            id = boot
+        } else {
+            guard let plain = stored.imageID(format) else { throw ToolError("No composefs EROFS image linked — try re-pulling the image") }
+            id = plain
+        }
+        try mountRepositoryImage(
+            store.repository, name: id.hex, at: mountpoint, upperdir: upperdir, workdir: workdir, readWrite: readWrite)
+    }
+}
+
+struct OciComputeID: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compute-id", abstract: "Print the composefs image id of a stored image's root file system.")
+    @ParentCommand var global: Cfsctl
+    @OptionGroup var options: OCIConfigFilesystemOptions
+
+    func run() throws {
+        let store = try global.openImageStore()
+        writeStandardOutput(try store.image(of: try options.rootfs(store), format: store.defaultFormat).id.hex + "\n")
+    }
+}
+
+struct OciPrepareBoot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prepare-boot",
+        abstract: "Store the bootable image of a stored image and print its kernel argument (writing the boot entries is not supported yet).")
+    @ParentCommand var global: Cfsctl
+    @OptionGroup var config: OCIConfigOptions
+    @Option(help: "The boot partition's mount point") var bootdir = "/boot"
+    @Option(help: "Boot entry identifier (default: the image's, or the kernel version)") var entryId: String?
+    @Option(help: "More kernel command line") var cmdline: [String] = []
+
+    func run() throws {
+        let store = try global.openImageStore()
+        let argument = try store.prepareBoot(try config.selection(algorithm: store.repository.algorithm))
+        writeStandardOutput(argument.text + "\n")
+        throw ToolError("writing boot entries to \(bootdir) is not supported yet (image \(argument.id.hex) is stored, named by nothing)")
+    }
+}
+
 struct OciFsck: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "fsck", abstract: "Check the repository and its OCI images.")
     @ParentCommand var global: Cfsctl
@@ -270,5 +381,39 @@ struct OciFsck: ParsableCommand {
         if json { return writeStandardOutput(images.json(repository: repositoryReport)) }
         writeStandardOutput(repositoryReport.text + images.text)
         if !repositoryReport.ok || !images.ok { throw ToolError("OCI integrity check failed") }
+    }
+}
+
+struct OciCreateImage: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create-image",
+        abstract: "Store a stored image's composefs image under images/refs/NAME; print its id (not in composefs-rs 0.9: pull stores the images).")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "Ref name or @digest of a config") var image: String
+    @Argument(help: "A ref for the composefs image (images/refs/NAME)") var imageName: String?
+    @Flag(help: "Make it a bootable root: /boot and /sysroot emptied, SELinux labels") var bootable = false
+    @Option(help: "Xattrs kept: allowlist-only or keep-user-xattrs") var xattrs = XattrFilter.allowlistOnly
+
+    func run() throws {
+        let store = try global.openImageStore()
+        let selection: ConfigSelection =
+            switch try OCIReference(parsing: image) {
+            case let .named(name): .tag(name)
+            case let .digest(digest): .config(digest, verity: nil)
+            }
+        let root = try store.rootfs(selection, options: RootfsOptions(xattrs: xattrs, bootable: bootable), storeObjects: true)
+        writeStandardOutput(try store.repository.commitImages(root: root, name: imageName).hex + "\n")
+    }
+}
+
+struct OciLsLayer: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ls-layer", abstract: "List a stored layer's entries as dumpfile lines (not in composefs-rs 0.9: use `layer --dumpfile`).")
+    @ParentCommand var global: Cfsctl
+    @Argument(help: "The layer's diff_id") var name: String
+
+    func run() throws {
+        let store = try global.openImageStore()
+        writeStandardOutput(LayerListing.dumpfile(try store.layerEntries(try Digest(parsing: name)).entries))
     }
 }

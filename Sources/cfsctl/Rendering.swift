@@ -2,6 +2,7 @@
 // table and JSON, `oci inspect`, a layer's dumpfile lines and JSON summary.
 
 import ComposeFSBase
+import ComposeFSCLI
 import Dumpfile
 import EROFS
 import FsVerity
@@ -61,7 +62,28 @@ extension FsckReport {
 }
 
 extension ImageCheckReport.Problem {
-    var line: String { "fsck: \(type): \(name): " + fields.map(\.1).joined(separator: ": ") }
+    /// "fsck: TYPE: TAG: details", as composefs-rs's OciFsckError displays.
+    var line: String {
+        let (type, details): (String, String) =
+            switch kind {
+            case let .manifestReadFailed(detail): ("manifest-read-failed", detail)
+            case let .manifestDigestMismatch(expected, actual): ("manifest-digest-mismatch", "expected \(expected), got \(actual)")
+            case let .manifestParseFailed(detail): ("manifest-parse-failed", detail)
+            case let .configRefMissing(config): ("config-ref-missing", config.description)
+            case let .configReadFailed(detail): ("config-read-failed", detail)
+            case let .configDigestMismatch(expected, actual): ("config-digest-mismatch", "expected \(expected), got \(actual)")
+            case let .configParseFailed(detail): ("config-parse-failed", detail)
+            case let .layerRefMissing(diffID): ("layer-ref-missing", diffID.description)
+            case let .layerStreamMissing(diffID): ("layer-stream-missing", diffID.description)
+            case let .layerObjectMissing(diffID, detail): ("layer-object-missing", "\(diffID): \(detail)")
+            case let .sealImageMissing(image, detail): ("seal-image-missing", "\(image): \(detail)")
+            case let .artifactLayerRefMissing(layer): ("artifact-layer-ref-missing", layer.description)
+            case let .artifactLayerObjectMissing(layer, detail): ("artifact-layer-object-missing", "\(layer): \(detail)")
+            case let .refResolveFailed(detail): ("ref-resolve-failed", detail)
+            case .invalidRefName: ("invalid-ref-name", "leading '@' is reserved for digest references")
+            }
+        return "fsck: \(type): \(name): \(details)"
+    }
 }
 
 extension ImageCheckReport {
@@ -126,25 +148,33 @@ enum ImageListing {
         return Table.render(header: ["NAME", "DIGEST", "ARCH", "LAYERS", "REFS"], rows: rows)
     }
 
+    /// composefs-rs's `ListImagesReply`.
     static func json(_ images: [ImageSummary]) -> String {
-        JSONValue.array(images.map { image in
-            .object([
-                ("name", .string(image.name)), ("manifestDigest", .string(image.manifestDigest.description)),
-                ("isContainer", .bool(image.isContainer)), ("architecture", .string(image.architecture)),
+        let entries = images.map { image in
+            JSONValue.object([
+                ("name", .string(image.name)), ("manifest_digest", .string(image.manifestDigest.description)),
+                ("is_container", .bool(image.isContainer)), ("architecture", .string(image.architecture)),
                 ("os", .string(image.os)), ("created", image.created.map { .string($0) } ?? .null),
-                ("layerCount", .integer(Int64(image.layerCount))), ("referrerCount", .integer(Int64(image.referrerCount))),
+                ("layer_count", .integer(Int64(image.layerCount))), ("referrer_count", .integer(Int64(image.referrerCount))),
             ])
-        }).pretty() + "\n"
+        }
+        return JSONValue.object([("images", .array(entries))]).pretty() + "\n"
     }
 
-    /// `inspect`: manifest, config and the composefs image, keys sorted at every level.
-    static func inspect(_ image: StoredImage, referrers: [Digest]) throws -> String {
-        var members: [(String, JSONValue)] = []
-        if let id = image.imageID { members.append(("composefs_erofs", .string(id.hex))) }
-        members.append(("config", try JSONValue.parse(image.configBytes)))
-        members.append(("manifest", try JSONValue.parse(image.manifestBytes)))
-        members.append(("referrers", .array(referrers.map { .object([("digest", .string($0.description))]) })))
-        return JSONValue.object(members).pretty() + "\n"
+    /// composefs-rs's `OciInspectReply`: the manifest and config as the strings stored, the
+    /// referrers' digests, and the composefs images in the default format (or null).
+    static func inspect(_ image: StoredImage, referrers: [Digest], erofs: ObjectID?, bootErofs: ObjectID?) throws -> String {
+        func text(_ bytes: [UInt8], _ what: String) throws -> String {
+            guard let text = String(validating: bytes, as: UTF8.self) else { throw ToolError("\(what) is not valid UTF-8") }
+            return text
+        }
+        return JSONValue.object([
+            ("manifest", .string(try text(image.manifestBytes, "manifest"))),
+            ("config", .string(try text(image.configBytes, "config"))),
+            ("referrers", .array(referrers.map { .string($0.description) })),
+            ("composefs_erofs", erofs.map { .string($0.hex) } ?? .null),
+            ("composefs_boot_erofs", bootErofs.map { .string($0.hex) } ?? .null),
+        ]).pretty() + "\n"
     }
 }
 
@@ -158,15 +188,12 @@ enum LayerListing {
             out.append(0x20)
             Escaping.escapeOptional(bytes, style: .loneDash, into: &out)
         }
-        func absolute(_ path: [UInt8], otherwise fallback: [[UInt8]]) -> [UInt8] {
-            [UInt8(ascii: "/")] + Array((TarEntry.components(of: path) ?? fallback).joined(separator: [UInt8(ascii: "/")]))
-        }
         for item in entries {
             let entry = item.entry
-            Escaping.escape(absolute(entry.path, otherwise: [entry.path]), into: &out)
+            Escaping.escape(TarEntry.absolutePath(entry.path), into: &out)
             if entry.kind == .hardlink {
                 out += Array(" 0 @120000 - - - - 0.0".utf8)
-                field(absolute(entry.linkTarget, otherwise: []))
+                field(TarEntry.absolutePath(entry.linkTarget))
                 out += Array(" - -\n".utf8)
                 continue
             }

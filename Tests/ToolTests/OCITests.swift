@@ -1,6 +1,8 @@
 // End-to-end tests of `cfsctl oci`: images built by scripts/make-oci-image.py, served by a real
 // registry (Debian's docker-registry) on loopback, copied with skopeo, and compared with what
-// umoci unpacks and mkcomposefs builds from that.
+// umoci unpacks: `oci compute-id` must equal `cfsctl compute-id` of that tree, which is checked
+// against composefs-rs's own cfsctl elsewhere. The repository layout (stream names, named refs
+// and their order, images/) is checked as composefs-rs 0.9 defines it.
 
 import CComposeFSSys
 import Crypto
@@ -24,7 +26,7 @@ final class OCIFixture: @unchecked Sendable {
     let gzipLayout: String
     let multiArchLayout: String
     let registryPort: Int
-    /// mkcomposefs's digest of the tree umoci unpacks.
+    /// `cfsctl compute-id` (SHA-256, format V1) of the tree umoci unpacks.
     let umociDigest: String
     let umociRootfs: String
 
@@ -46,8 +48,7 @@ final class OCIFixture: @unchecked Sendable {
         let unpack = try run(findExecutable("umoci")!, ["unpack", "--image", gzipLayout + ":test", bundle])
         guard unpack.status == 0 else { throw SetupError(description: "umoci unpack: \(unpack.stderr)") }
         umociRootfs = bundle + "/rootfs"
-        umociDigest = try runTool("mkcomposefs", ["--print-digest-only", umociRootfs]).stdout
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+        umociDigest = try Self.computeID(umociRootfs)
 
         // Below Linux's ephemeral ports (32768 and up), which clients' own sockets may hold.
         registryPort = 20000 + Int(getpid() % 12000)
@@ -58,6 +59,14 @@ final class OCIFixture: @unchecked Sendable {
             ])
             guard copy.status == 0 else { throw SetupError(description: "skopeo copy: \(copy.stderr)") }
         }
+    }
+
+    /// `cfsctl compute-id` of a directory, with no repository.
+    static func computeID(_ directory: String, _ options: [String] = [], erofsVersion: Int = 1, hash: String = "sha256") throws -> String {
+        let result = try runTool(
+            "cfsctl", ["--no-repo", "--hash", hash, "--erofs-version", String(erofsVersion), "compute-id"] + options + [directory])
+        guard result.status == 0 else { throw SetupError(description: "cfsctl compute-id \(directory): \(result.stderr)") }
+        return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     static func makeImage(_ path: String, _ options: [String]) throws {
@@ -117,9 +126,9 @@ final class OCIFixture: @unchecked Sendable {
     var registry: String { "127.0.0.1:\(registryPort)" }
 
     /// A new SHA-256 repository (the algorithm mkcomposefs's digests use).
-    func repository(_ name: String) throws -> String {
+    func repository(_ name: String, _ options: [String] = []) throws -> String {
         let path = work.url.path + "/" + name + "-" + UUID().uuidString
-        let result = try runTool("cfsctl", ["--repo", path, "init", "--insecure", "--algorithm", "fsverity-sha256-12"])
+        let result = try runTool("cfsctl", ["--repo", path, "init", "--insecure", "--algorithm", "fsverity-sha256-12"] + options)
         #expect(result.status == 0, "\(result.stderr)")
         return path
     }
@@ -130,6 +139,44 @@ func scriptsDirectory() -> String {
         .appendingPathComponent("scripts").path
 }
 
+/// A stored split stream (streams/NAME, or an object) as composefs-rs lays it out: the streams it
+/// names in stream_refs order, and its named refs (zstd-compressed "INDEX:NAME\0" records).
+struct StoredStream {
+    var streamRefs: [String]
+    /// Name → the stream_refs entry it names.
+    var namedRefs: [String: String]
+    /// The names in the order stored (sorted by bytes).
+    var names: [String]
+
+    init(_ path: String, digestSize: Int = 32) throws {
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        func u64(_ offset: Int) -> Int { (0..<8).reduce(0) { $0 | Int(bytes[offset + $1]) << (8 * $1) } }
+        streamRefs = stride(from: u64(32), to: u64(40), by: digestSize).map { hex(bytes[$0..<($0 + digestSize)]) }
+        let compressed = FileManager.default.temporaryDirectory.appendingPathComponent("named-\(UUID().uuidString).zst").path
+        try Data(bytes[u64(80)..<u64(88)]).write(to: URL(fileURLWithPath: compressed))
+        defer { try? FileManager.default.removeItem(atPath: compressed) }
+        let records = try run(findExecutable("zstd") ?? "/usr/bin/zstd", ["-q", "-d", "-c"], stdin: compressed).stdout
+        var named: [String: String] = [:]
+        var names: [String] = []
+        for record in records.split(separator: "\0") {
+            let parts = record.split(separator: ":", maxSplits: 1)
+            let index = Int(parts[0]) ?? -1
+            named[String(parts[1])] = streamRefs.indices.contains(index) ? streamRefs[index] : "out of range"
+            names.append(String(parts[1]))
+        }
+        namedRefs = named
+        self.names = names
+    }
+}
+
+func hex(_ bytes: some Sequence<UInt8>) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+
+/// The object id a repository entry (streams/NAME, images/HEX) links to.
+func linkedObject(_ path: String) throws -> String {
+    let target = try FileManager.default.destinationOfSymbolicLink(atPath: path)
+    return target.split(separator: "/").suffix(2).joined()
+}
+
 @Suite(.serialized, .enabled(if: OCIFixture.available)) struct OCITests {
     var fixture: OCIFixture { OCIFixture.shared! }
 
@@ -138,16 +185,35 @@ func scriptsDirectory() -> String {
     }
 
     /// Pulls and checks the output's shape; returns the lines by key.
-    func pull(_ repo: String, _ image: String, tag: String? = nil) throws -> [String: String] {
-        let result = try cfsctl(repo, ["oci", "pull", image] + (tag.map { [$0] } ?? []))
+    func pull(_ repo: String, _ image: String, tag: String? = nil, options: [String] = []) throws -> [String: String] {
+        let result = try cfsctl(repo, ["oci", "pull", image] + (tag.map { [$0] } ?? []) + options)
         #expect(result.status == 0, "pull \(image): \(result.stderr)")
         var fields: [String: String] = [:]
         for line in result.stdout.split(separator: "\n") {
+            if line.hasPrefix("Boot image: ") {
+                fields["Boot image:"] = String(line.dropFirst(12))
+                continue
+            }
             let key = String(line.prefix(9)).trimmingCharacters(in: .whitespaces)
             fields[key] = String(line.dropFirst(9))
         }
-        #expect(Set(fields.keys) == ["manifest", "config", "verity", "tagged", "objects"], "\(result.stdout)")
+        var expected: Set<String> = ["manifest", "config", "verity", "tagged", "objects"]
+        if options.contains("--bootable") { expected.insert("Boot image:") }
+        #expect(Set(fields.keys) == expected, "\(result.stdout)")
         return fields
+    }
+
+    /// What a command printed, without the final newline.
+    func output(_ repo: String, _ arguments: [String]) throws -> String {
+        let result = try cfsctl(repo, arguments)
+        #expect(result.status == 0, "\(arguments): \(result.stderr)")
+        return result.stdout.trimmingCharacters(in: .newlines)
+    }
+
+    /// The diff_ids of a tagged image, from its config.
+    func diffIDs(_ repo: String, _ tag: String) throws -> [String] {
+        let config = try JSONSerialization.jsonObject(with: Data(try output(repo, ["oci", "inspect", tag, "--config"]).utf8)) as? [String: Any]
+        return ((config?["rootfs"] as? [String: Any])?["diff_ids"] as? [String]) ?? []
     }
 
     @Test func everySourceGivesTheTreeUmociUnpacks() throws {
@@ -178,51 +244,205 @@ func scriptsDirectory() -> String {
         #expect(again["objects"] == "0 new + 0 already present objects; 0 B stored, 0 B inlined")
         let fsck = try cfsctl(repo, ["oci", "fsck"])
         #expect(fsck.status == 0 && fsck.stdout.contains("oci images: 6/6 ok"), "\(fsck.stdout)\(fsck.stderr)")
+        // Without a tag, the image reference is the tag.
+        let untagged = try pull(repo, "oci:\(fixture.layout):test")
+        #expect(untagged["tagged"] == "oci:\(fixture.layout):test")
+        #expect(FileManager.default.fileExists(atPath: repo + "/streams/refs/oci/oci:" + fixture.layout.replacingOccurrences(of: "/", with: "%2F") + ":test"))
+    }
+
+    /// The config stream names the layers in diff_id order, then the image as
+    /// `composefs.image.v1` (a V1 repository); the manifest stream names the config first.
+    /// The image is images/<id> only, and its id is the one `oci compute-id` prints.
+    @Test func theConfigStreamRecordsTheImage() throws {
+        let repo = try fixture.repository("named-refs")
+        let first = try pull(repo, "oci:\(fixture.layout):test", tag: "t")
+        let manifestDigest = try #require(first["manifest"])
+        let configDigest = try #require(first["config"])
+        let layers = try diffIDs(repo, "t").map { try linkedObject(repo + "/streams/oci-layer-" + $0) }
+        let imageID = try output(repo, ["oci", "compute-id", "t"])
+        #expect(imageID == fixture.umociDigest)
+
+        let config = try StoredStream(repo + "/streams/oci-config-" + configDigest)
+        #expect(config.streamRefs == layers + [imageID])
+        #expect(config.namedRefs["composefs.image.v1"] == imageID)
+        #expect(config.namedRefs["composefs.image"] == nil)
+        #expect(Set(config.names) == Set(try diffIDs(repo, "t") + ["composefs.image.v1"]))
+        #expect(config.names == config.names.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) })
+        for (diffID, layer) in zip(try diffIDs(repo, "t"), layers) { #expect(config.namedRefs[diffID] == layer) }
+
+        let manifest = try StoredStream(repo + "/streams/oci-manifest-" + manifestDigest)
+        let configStream = try linkedObject(repo + "/streams/oci-config-" + configDigest)
+        #expect(manifest.streamRefs == [configStream] + layers)
+        #expect(manifest.namedRefs["config:" + configDigest] == configStream)
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: repo + "/streams/refs/oci/t") == "../../oci-manifest-" + manifestDigest)
+
+        // The image is listed under images/ only (no ref), so `images` shows nothing.
+        #expect(try linkedObject(repo + "/images/" + imageID) == imageID)
+        #expect(try output(repo, ["images"]) == "No images found")
+        #expect(try output(repo, ["oci", "inspect", "t"]).contains("\"composefs_erofs\": \"\(imageID)\""))
+
+        // The verity printed is the manifest stream first written (before the image was
+        // recorded); a second pull finds the stream and prints it, and changes nothing.
+        let rewritten = try linkedObject(repo + "/streams/oci-manifest-" + manifestDigest)
+        #expect(first["verity"] != rewritten)
+        let second = try pull(repo, "oci:\(fixture.layout):test", tag: "t")
+        #expect(second["verity"] == rewritten)
+        #expect(try linkedObject(repo + "/streams/oci-manifest-" + manifestDigest) == rewritten)
+        #expect(try linkedObject(repo + "/streams/oci-config-" + configDigest) == configStream)
+    }
+
+    /// V2 repositories record `composefs.image`; `--erofs-version` decides for one run; a V0
+    /// repository stores no image (as composefs-rs, which looks it up under the V1 name).
+    @Test func formatVersions() throws {
+        let v2ID = try OCIFixture.computeID(fixture.umociRootfs, erofsVersion: 2)
+        #expect(v2ID != fixture.umociDigest)
+        let v2 = try fixture.repository("v2", ["--erofs-version", "2"])
+        let pulled = try pull(v2, "oci:\(fixture.layout):test", tag: "t")
+        #expect(try output(v2, ["oci", "compute-id", "t"]) == v2ID)
+        let config = try StoredStream(v2 + "/streams/oci-config-" + (pulled["config"] ?? ""))
+        #expect(config.namedRefs["composefs.image"] == v2ID && config.namedRefs["composefs.image.v1"] == nil)
+        #expect(FileManager.default.fileExists(atPath: v2 + "/images/" + v2ID))
+
+        // A V1 repository pulled with --erofs-version 2: the V2 image only, meta.json unchanged.
+        let v1 = try fixture.repository("override")
+        let overridden = try cfsctl(v1, ["--erofs-version", "2", "oci", "pull", "oci:\(fixture.layout):test", "t"])
+        #expect(overridden.status == 0, "\(overridden.stderr)")
+        let overriddenConfig = try StoredStream(v1 + "/streams/oci-config-" + (pulled["config"] ?? ""))
+        #expect(overriddenConfig.namedRefs["composefs.image"] == v2ID && overriddenConfig.namedRefs["composefs.image.v1"] == nil)
+        #expect(try output(v1, ["--erofs-version", "2", "oci", "compute-id", "t"]) == v2ID)
+        #expect(try output(v1, ["oci", "compute-id", "t"]) == fixture.umociDigest)
+        #expect(try output(v1, ["oci", "inspect", "t"]).contains("\"composefs_erofs\": null"))
+        // Pulled again without it: the V1 image replaces the V2 one in the config.
+        _ = try pull(v1, "oci:\(fixture.layout):test", tag: "t")
+        let again = try StoredStream(v1 + "/streams/oci-config-" + (pulled["config"] ?? ""))
+        #expect(again.namedRefs["composefs.image.v1"] == fixture.umociDigest && again.namedRefs["composefs.image"] == nil)
+
+        let v0 = try cfsctl(try fixture.repository("v0", ["--erofs-version", "0"]), ["oci", "pull", "oci:\(fixture.layout):test", "t"])
+        #expect(v0.status == 1 && v0.stderr.contains("commit_images did not produce the repository's default EROFS format"), "\(v0.stderr)")
+    }
+
+    /// `--bootable` records `composefs.image.boot.v1`; `--expected-digest` finds the mode and
+    /// format an id was made with (recording what it had to build), or says what it tried.
+    @Test func bootableImages() throws {
+        let repo = try fixture.repository("boot")
+        let bootID = try OCIFixture.computeID(fixture.umociRootfs, ["--bootable"])
+        let pulled = try pull(repo, "oci:\(fixture.layout):test", tag: "t", options: ["--bootable"])
+        #expect(pulled["Boot image:"] == bootID)
+        #expect(try output(repo, ["oci", "compute-id", "--bootable", "t"]) == bootID)
+        let configPath = repo + "/streams/oci-config-" + (pulled["config"] ?? "")
+        var config = try StoredStream(configPath)
+        #expect(config.namedRefs["composefs.image.boot.v1"] == bootID && config.namedRefs["composefs.image.v1"] == fixture.umociDigest)
+        #expect(config.streamRefs.suffix(2) == [fixture.umociDigest, bootID])
+        #expect(try output(repo, ["oci", "inspect", "t"]).contains("\"composefs_boot_erofs\": \"\(bootID)\""))
+        // /boot, /sysroot and /run are emptied.
+        let dump = try output(repo, ["oci", "dump", "--bootable", "t"])
+        #expect(!dump.contains("/boot/") && !dump.contains("/sysroot/") && !dump.contains("/run/") && dump.contains("\n/boot "))
+
+        // Recorded already: found without building.
+        let found = try cfsctl(repo, ["oci", "pull", "--bootable", "--expected-digest", bootID, "oci:\(fixture.layout):test", "t"])
+        #expect(found.status == 0 && found.stdout.hasSuffix("Boot image: \(bootID) (xattr-mode=allowlist-only, format-version=V1)\n"), "\(found.stdout)\(found.stderr)")
+        // Built: user xattrs kept, format V2.
+        let other = try OCIFixture.computeID(fixture.umociRootfs, ["--bootable", "--xattrs", "keep-user-xattrs"], erofsVersion: 2)
+        #expect(try output(repo, ["--erofs-version", "2", "oci", "compute-id", "--bootable", "--xattrs", "keep-user-xattrs", "t"]) == other)
+        let built = try cfsctl(repo, ["oci", "pull", "--bootable", "--expected-digest", other, "oci:\(fixture.layout):test", "t"])
+        #expect(built.status == 0 && built.stdout.hasSuffix("Boot image: \(other) (xattr-mode=keep-user-xattrs, format-version=V2)\n"), "\(built.stdout)\(built.stderr)")
+        config = try StoredStream(configPath)
+        #expect(config.namedRefs["composefs.image.boot.xattrs=keep-user-xattrs"] == other)
+        #expect(config.namedRefs["composefs.image.boot.v1"] == bootID)
+        #expect(FileManager.default.fileExists(atPath: repo + "/images/" + other))
+        // Nothing matches.
+        let zero = String(repeating: "0", count: 64)
+        let missing = try cfsctl(repo, ["oci", "pull", "--bootable", "--expected-digest", zero, "oci:\(fixture.layout):test", "t"])
+        #expect(missing.status == 1 && missing.stdout.contains("tagged   t"), "\(missing.stdout)")
+        #expect(missing.stderr.contains("No boot image configuration matched expected digest \(zero) (tried 4 mode/version combinations)"), "\(missing.stderr)")
+        let alone = try cfsctl(repo, ["oci", "pull", "--expected-digest", zero, "oci:\(fixture.layout):test", "t"])
+        #expect(alone.status != 0 && alone.stderr.contains("--expected-digest requires --bootable"), "\(alone.stderr)")
+        let bad = try cfsctl(repo, ["oci", "pull", "--bootable", "--expected-digest", "xyz", "oci:\(fixture.layout):test", "t"])
+        #expect(bad.status == 1 && bad.stderr.contains("Parsing --expected-digest") && bad.stdout.isEmpty, "\(bad.stderr)")
     }
 
     @Test func layerStreamsGiveBackTheTars() throws {
         let repo = try fixture.repository("layers")
         _ = try pull(repo, "oci:\(fixture.layout):test", tag: "t")
-        let inspect = try cfsctl(repo, ["oci", "inspect", "t", "--config"])
-        let config = try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any]
-        let diffIDs = ((config?["rootfs"] as? [String: Any])?["diff_ids"] as? [String]) ?? []
+        let diffIDs = try diffIDs(repo, "t")
         #expect(diffIDs.count == 3)
         for diffID in diffIDs {
             // `oci layer` and the generic `cat` of the layer stream both give the tar back.
             var size = 0
+            let out = fixture.work.url.path + "/layer-\(UUID().uuidString).tar"
             for command in ["oci layer \(diffID)", "cat oci-layer-\(diffID)"] {
-                let out = fixture.work.url.path + "/layer-\(UUID().uuidString).tar"
                 let cat = try run("/bin/sh", ["-c", "'\(productsDirectory().path)/cfsctl' --repo '\(repo)' \(command) > '\(out)'"])
                 #expect(cat.status == 0, "\(cat.stderr)")
                 let data = try Data(contentsOf: URL(fileURLWithPath: out))
-                #expect("sha256:" + SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined() == diffID, "\(command)")
+                #expect("sha256:" + hex(SHA256.hash(data: data)) == diffID, "\(command)")
                 size = data.count
             }
-            let summary = try cfsctl(repo, ["oci", "layer", diffID, "--json"])
-            #expect(summary.stdout.contains("\"size\": \(size)"), "\(summary.stdout)")
-            let listing = try cfsctl(repo, ["oci", "ls-layer", diffID])
-            #expect(listing.status == 0 && !listing.stdout.isEmpty)
+            let summary = try JSONSerialization.jsonObject(with: Data(try output(repo, ["oci", "layer", diffID, "--json"]).utf8)) as? [String: Any]
+            #expect(summary?["diffId"] as? String == diffID && summary?["size"] as? Int == size, "\(summary ?? [:])")
+            #expect(summary?["verity"] as? String == (try linkedObject(repo + "/streams/oci-layer-" + diffID)))
+            let listing = try output(repo, ["oci", "layer", diffID, "--dumpfile"])
+            #expect(try output(repo, ["oci", "ls-layer", diffID]) == listing)
+            // The same layer imported again from its tar: the same stream, named as asked.
+            let other = try fixture.repository("import")
+            let imported = try run("/bin/sh", ["-c", "'\(productsDirectory().path)/cfsctl' --repo '\(other)' oci import-layer \(diffID) mine < '\(out)'"])
+            #expect(imported.stdout == "sha256:" + (try linkedObject(repo + "/streams/oci-layer-" + diffID)) + "\n", "\(imported.stderr)")
+            #expect(try FileManager.default.destinationOfSymbolicLink(atPath: other + "/streams/refs/mine") == "../oci-layer-" + diffID)
         }
+        // Layer entries as composefs-rs shows them: paths as archived, with "/" before.
+        let first = try output(repo, ["oci", "layer", diffIDs[0], "--dumpfile"]).split(separator: "\n")
+        #expect(first.first?.hasPrefix("/. 0 40755 1 0 0 0 1699999900.0 - - -") == true, "\(first.first ?? "")")
+        #expect(first.contains("/usr/bin/tool-link 0 @120000 - - - - 0.0 /usr/bin/tool - -"), "\(first)")
+        #expect(first.contains { $0.hasPrefix("/home/user/.profile 21 100644 1 1000 1000 0 1700000123.456789012 ") })
+        let missing = try cfsctl(repo, ["oci", "layer", "sha256:" + String(repeating: "0", count: 64), "--json"])
+        #expect(missing.status == 1 && missing.stderr.contains("Layer sha256:\(String(repeating: "0", count: 64)) not found"), "\(missing.stderr)")
     }
 
+    /// The mounted image is the tree umoci unpacks, made a container root (the root with
+    /// /usr's metadata, /run empty, only security.capability), hard links and all; and
+    /// `cfsctl compute-id` of it is the image's id.
     @Test(.enabled(if: MountEnvironment.canMount)) func mountedImageEqualsUmociTree() throws {
         let repo = try fixture.repository("mount")
-        _ = try pull(repo, "docker://\(fixture.registry)/test:v1", tag: "m")
+        let pulled = try pull(repo, "docker://\(fixture.registry)/test:v1", tag: "m", options: ["--bootable"])
         let mountpoint = fixture.work.url.path + "/mnt-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
         let mounted = try cfsctl(repo, ["oci", "mount", "m", mountpoint])
         #expect(mounted.status == 0, "\(mounted.stderr)")
         guard mounted.status == 0 else { return }
+        do {
+            defer { unmountAndCheck(mountpoint) }
+            var options = TreeSnapshot.Options()
+            options.includeXattr = { $0 == "security.capability" }
+            var ours = try TreeSnapshot.capture(root: mountpoint, options: options)
+            var theirs = try TreeSnapshot.capture(root: fixture.umociRootfs, options: options)
+            for path in ["/", "/run", "/run/stale.pid"] {
+                ours.entries[path] = nil
+                theirs.entries[path] = nil
+            }
+            #expect(ours.differences(from: theirs) == [])
+            #expect(ours.entries["/usr/bin/su-again"]?.hardlinkGroup == "usr/bin/su")
+            #expect(try OCIFixture.computeID(mountpoint) == fixture.umociDigest)
+        }
+        // The bootable image (by manifest digest): /boot and /sysroot empty.
+        let boot = try cfsctl(repo, ["oci", "mount", "--bootable", try #require(pulled["manifest"]), mountpoint])
+        #expect(boot.status == 0, "\(boot.stderr)")
+        guard boot.status == 0 else { return }
         defer { unmountAndCheck(mountpoint) }
-        // overlayfs shows its own xattrs on neither side; hard links are separate files in a
-        // composefs image (as mkcomposefs makes them).
-        var options = TreeSnapshot.Options()
-        options.includeXattr = { !$0.hasPrefix("trusted.overlay.") }
-        var ours = try TreeSnapshot.capture(root: mountpoint, options: options)
-        var theirs = try TreeSnapshot.capture(root: fixture.umociRootfs, options: options)
-        for key in ours.entries.keys { ours.entries[key]?.hardlinkGroup = nil }
-        for key in theirs.entries.keys { theirs.entries[key]?.hardlinkGroup = nil }
-        #expect(ours.differences(from: theirs) == [])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: mountpoint + "/boot").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: mountpoint + "/sysroot").isEmpty)
+        #expect(try OCIFixture.computeID(mountpoint, ["--bootable"]) == (try OCIFixture.computeID(fixture.umociRootfs, ["--bootable"])))
+    }
+
+    /// What `oci mount` says when the image it would mount is not recorded.
+    @Test func mountNeedsARecordedImage() throws {
+        let repo = try fixture.repository("mount-errors")
+        let pulled = try pull(repo, "oci:\(fixture.layout):test", tag: "t")
+        let noImage = try cfsctl(repo, ["--erofs-version", "2", "oci", "mount", "t", "/nonexistent"])
+        #expect(noImage.status == 1 && noImage.stderr.contains("No composefs EROFS image linked — try re-pulling the image"), "\(noImage.stderr)")
+        let noBoot = try cfsctl(repo, ["oci", "mount", "--bootable", try #require(pulled["manifest"]), "/nonexistent"])
+        #expect(noBoot.status == 1 && noBoot.stderr.contains("No boot EROFS image linked — try pulling with --bootable"), "\(noBoot.stderr)")
+        // "@sha256:…" is a tag name for mount, as there.
+        let atDigest = try cfsctl(repo, ["oci", "mount", "@" + (pulled["manifest"] ?? ""), "/nonexistent"])
+        #expect(atDigest.status == 1 && atDigest.stderr.contains("not found"), "\(atDigest.stderr)")
     }
 
     /// Debian's umoci (0.4.7) writes `insert` layers that end right after the last entry's
@@ -232,12 +452,16 @@ func scriptsDirectory() -> String {
         let umoci = try #require(findExecutable("umoci"))
         let base = fixture.work.url.path + "/umoci-insert-\(UUID().uuidString)"
         let content = base + "/content"
+        // Whole directories: composefs-rs needs every parent in the layers (`insert` of a file
+        // into a directory it does not name leaves the directory out).
         try FileManager.default.createDirectory(atPath: content + "/dir", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: content + "/usr", withIntermediateDirectories: true)
         try Data("hello".utf8).write(to: URL(fileURLWithPath: content + "/dir/small"))
         try Data((0..<1000).map { UInt8(truncatingIfNeeded: $0 &* 31) }).write(to: URL(fileURLWithPath: content + "/large"))
         for arguments in [
             ["init", "--layout", base + "/layout"], ["new", "--image", base + "/layout:t"],
-            ["insert", "--image", base + "/layout:t", content + "/dir/small", "/dir/small"],
+            ["insert", "--image", base + "/layout:t", content + "/usr", "/usr"],
+            ["insert", "--image", base + "/layout:t", content + "/dir", "/dir"],
             ["insert", "--image", base + "/layout:t", content + "/large", "/large"],
         ] {
             let result = try run(umoci, arguments)
@@ -246,29 +470,28 @@ func scriptsDirectory() -> String {
         let repo = try fixture.repository("umoci-insert")
         let pulled = try cfsctl(repo, ["oci", "pull", "oci:\(base)/layout:t", "t"])
         #expect(pulled.status == 0, "\(pulled.stderr)")
-        // The files are those umoci unpacks (the directories `insert` leaves implicit get the
-        // time of unpacking there, so they are left out of the comparison).
+        // The files are those umoci unpacks (directories are left out: the root gets the time of
+        // unpacking there).
         let unpack = try run(umoci, ["unpack", "--image", base + "/layout:t", base + "/bundle"])
         try #require(unpack.status == 0, "\(unpack.stderr)")
-        #expect(try runTool("mkcomposefs", [base + "/bundle/rootfs", base + "/unpacked.cfs"]).status == 0)
         func files(_ dump: String) -> [Substring] {
             dump.split(separator: "\n").filter { !$0.split(separator: " ")[2].hasPrefix("4") }
         }
         let ours = try cfsctl(repo, ["oci", "dump", "t"])
-        let theirs = try runTool("composefs-info", ["dump", base + "/unpacked.cfs"])
+        let theirs = try runTool("cfsctl", ["--no-repo", "--hash", "sha256", "create-dumpfile", base + "/bundle/rootfs"])
         #expect(files(ours.stdout) == files(theirs.stdout) && files(ours.stdout).count == 2, "\(ours.stdout)\n\(theirs.stdout)")
-        // The layers really are unpadded, and come back as they were.
-        let inspect = try cfsctl(repo, ["oci", "inspect", "t", "--config"])
-        let config = try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any]
-        let diffIDs = ((config?["rootfs"] as? [String: Any])?["diff_ids"] as? [String]) ?? []
-        #expect(diffIDs.count == 2)
+        // The layers of files really are unpadded, and come back as they were.
+        let diffIDs = try diffIDs(repo, "t")
+        #expect(diffIDs.count == 3)
         for diffID in diffIDs {
             let out = base + "/layer.tar"
             let cat = try run("/bin/sh", ["-c", "'\(productsDirectory().path)/cfsctl' --repo '\(repo)' oci layer \(diffID) > '\(out)'"])
             #expect(cat.status == 0, "\(cat.stderr)")
             let data = try Data(contentsOf: URL(fileURLWithPath: out))
-            #expect("sha256:" + SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined() == diffID)
-            #expect(data.count % 512 != 0, "a padded layer: umoci no longer has the bug, the test needs another source")
+            #expect("sha256:" + hex(SHA256.hash(data: data)) == diffID)
+            if diffID != diffIDs[0] {
+                #expect(data.count % 512 != 0, "a padded layer: umoci no longer has the bug, the test needs another source")
+            }
         }
         #expect(try cfsctl(repo, ["oci", "fsck"]).status == 0)
     }
@@ -354,7 +577,7 @@ func scriptsDirectory() -> String {
         return base
     }
 
-    @Test func hostileLayersAreRefusedOrContained() throws {
+    @Test func hostileLayersAreRefused() throws {
         let repo = try fixture.repository("hostile")
         let refused: [(String, String)] = [
             ("add('../escape', data=b'x')", "'..'"),
@@ -362,7 +585,14 @@ func scriptsDirectory() -> String {
             ("add('link', tarfile.LNKTYPE, linkname='missing')", "hard link to missing target"),
             ("add('link', tarfile.LNKTYPE, linkname='../etc/passwd')", "'..'"),
             ("add('d', tarfile.DIRTYPE)\nadd('hl', tarfile.LNKTYPE, linkname='d')", "hard link to a directory"),
-            ("add('loop', tarfile.SYMTYPE, linkname='loop')\nadd('loop/x', data=b'x')", "too many levels of symbolic links"),
+            // Symlinks in parents are never followed: not in loops, not out of the tree.
+            ("add('loop', tarfile.SYMTYPE, linkname='loop')\nadd('loop/x', data=b'x')", "parent /loop is not a directory"),
+            ("add('etc', tarfile.DIRTYPE)\nadd('escape', tarfile.SYMTYPE, linkname='/etc')\nadd('escape/passwd', data=b'x')",
+             "parent /escape is not a directory"),
+            ("add('up', tarfile.SYMTYPE, linkname='../../..')\nadd('up/top', data=b'top')", "parent /up is not a directory"),
+            ("add('missing/file', data=b'x')", "parent directory /missing does not exist"),
+            // A root file system needs /usr.
+            ("add('etc', tarfile.DIRTYPE)", "Directory entry \"usr\" does not exist"),
         ]
         for (python, message) in refused {
             let image = try hostileImage(python)
@@ -370,15 +600,12 @@ func scriptsDirectory() -> String {
             #expect(result.status == 1 && result.stderr.contains(message), "\(python): \(result.stderr)")
             #expect(!FileManager.default.fileExists(atPath: repo + "/streams/refs/oci/hostile"))
         }
-        // Absolute paths and symlinks are resolved inside the image: nothing lands elsewhere.
-        let contained = try hostileImage(
-            "add('/abs', data=b'absolute')\nadd('etc', tarfile.DIRTYPE)\nadd('escape', tarfile.SYMTYPE, linkname='/etc')\n"
-                + "add('escape/passwd', data=b'contained')\nadd('up', tarfile.SYMTYPE, linkname='../../../..')\nadd('up/top', data=b'top')")
-        let pulled = try cfsctl(repo, ["oci", "pull", "oci:\(contained):test", "contained"])
+        // Absolute paths are inside the image.
+        let absolute = try hostileImage("add('usr', tarfile.DIRTYPE)\nadd('/abs', data=b'absolute')")
+        let pulled = try cfsctl(repo, ["oci", "pull", "oci:\(absolute):test", "absolute"])
         #expect(pulled.status == 0, "\(pulled.stderr)")
-        let dump = try cfsctl(repo, ["oci", "dump", "contained"])
-        let paths = dump.stdout.split(separator: "\n").map { String($0.split(separator: " ").first ?? "") }
-        #expect(paths == ["/", "/abs", "/escape", "/etc", "/etc/passwd", "/top", "/up"], "\(dump.stdout)")
+        let paths = try output(repo, ["oci", "dump", "absolute"]).split(separator: "\n").map { String($0.split(separator: " ").first ?? "") }
+        #expect(paths == ["/", "/abs", "/usr"])
         // A tar claiming more data than it holds, and a sparse file of a petabyte.
         let truncated = try hostileImage("info = tarfile.TarInfo('big'); info.size = 1 << 40; out.addfile(info)")
         let truncatedResult = try cfsctl(repo, ["oci", "pull", "oci:\(truncated):test", "truncated"])
@@ -390,17 +617,18 @@ func scriptsDirectory() -> String {
         #expect(sparseResult.status == 1 && sparseResult.stderr.contains("at most"), "\(sparseResult.stderr)")
     }
 
+    /// Sparse members are expanded (composefs-rs refuses them; see Rootfs.swift).
     @Test func sparseFilesAreExpanded() throws {
         let repo = try fixture.repository("sparse")
         let base = fixture.work.url.path + "/sparse-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: base + "/tree", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: base + "/tree/usr", withIntermediateDirectories: true)
         let file = base + "/tree/holes"
         let fd = open(file, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
         #expect(ftruncate(fd, 8 << 20) == 0 && pwrite(fd, "middle", 6, 3 << 20) == 6 && pwrite(fd, "end", 3, (8 << 20) - 3) == 3)
         close(fd)
         for format in ["gnu", "posix"] {
             let tar = base + "-\(format).tar"
-            #expect(try run("/bin/tar", ["--sparse", "--format=\(format)", "--numeric-owner", "-C", base + "/tree", "-cf", tar, "holes"]).status == 0)
+            #expect(try run("/bin/tar", ["--sparse", "--format=\(format)", "--numeric-owner", "-C", base + "/tree", "-cf", tar, "usr", "holes"]).status == 0)
             let image = base + "-\(format)"
             try OCIFixture.makeImage(image, ["--layer-tar", tar])
             let result = try cfsctl(repo, ["oci", "pull", "oci:\(image):test", format])
@@ -410,30 +638,55 @@ func scriptsDirectory() -> String {
             #expect(dump.stdout.contains("/holes \(8 << 20) ") && dump.stdout.contains(digest.stdout.trimmingCharacters(in: .whitespacesAndNewlines)),
                     "\(format): \(dump.stdout) \(dump.stderr)")
         }
+        #expect(try cfsctl(repo, ["oci", "fsck"]).status == 0)
     }
 
-    @Test func tagsKeepImagesThroughGarbageCollection() throws {
+    /// Tags keep images (their streams, objects and composefs images) through gc; untagged
+    /// ones, and `prepare-boot`'s images (named by nothing), go.
+    @Test func garbageCollection() throws {
         let repo = try fixture.repository("gc")
-        _ = try pull(repo, "oci:\(fixture.layout):test", tag: "keep")
-        let objects = try listFiles(repo + "/objects").count
+        let pulled = try pull(repo, "oci:\(fixture.layout):test", tag: "keep", options: ["--bootable"])
         #expect(try cfsctl(repo, ["gc"]).status == 0)
-        #expect(try listFiles(repo + "/objects").count == objects)
-        #expect(try cfsctl(repo, ["oci", "compute-id", "keep"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines) == fixture.umociDigest)
+        let objects = try listFiles(repo + "/objects")
+        let images = try FileManager.default.contentsOfDirectory(atPath: repo + "/images").sorted()
+        #expect(images == [fixture.umociDigest, try #require(pulled["Boot image:"])].sorted())
+        #expect(try cfsctl(repo, ["gc"]).stdout == "Objects: 0 removed (0 bytes)\n")
+        #expect(try listFiles(repo + "/objects") == objects)
+        #expect(try output(repo, ["oci", "compute-id", "keep"]) == fixture.umociDigest)
+
+        let v2Boot = try OCIFixture.computeID(fixture.umociRootfs, ["--bootable"], erofsVersion: 2)
+        let prepared = try cfsctl(repo, ["--erofs-version", "2", "oci", "prepare-boot", "keep"])
+        #expect(prepared.status == 1 && prepared.stdout == "composefs=?\(v2Boot)\n", "\(prepared.stdout)\(prepared.stderr)")
+        #expect(prepared.stderr.contains("writing boot entries to /boot is not supported yet"))
+        #expect(FileManager.default.fileExists(atPath: repo + "/images/" + v2Boot))
+        #expect(try cfsctl(repo, ["gc"]).stdout.hasSuffix("Pruned symlinks: 1 images, 0 streams\n"))
+        #expect(!FileManager.default.fileExists(atPath: repo + "/images/" + v2Boot))
+        #expect(try listFiles(repo + "/objects") == objects)
+
         let tagged = try cfsctl(repo, ["oci", "tag", "@", "x"])
         #expect(tagged.status != 0)
         let untag = try cfsctl(repo, ["oci", "untag", "keep"])
         #expect(untag.stdout == "Removed tag keep\n")
         #expect(try cfsctl(repo, ["gc"]).status == 0)
         #expect(try listFiles(repo + "/objects").isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: repo + "/images").isEmpty)
         #expect(try cfsctl(repo, ["oci", "images"]).stdout == "No images found\n")
-        // fsck notices a lost layer object.
+
+        // fsck notices a lost layer stream.
         _ = try pull(repo, "oci:\(fixture.layout):test", tag: "again")
-        let layerObject = try listFiles(repo + "/objects").first { name in
-            ((try? FileManager.default.attributesOfItem(atPath: repo + "/objects/" + name)[.size] as? Int) ?? 0) == 200_000 - 50_000
-        }
-        if let layerObject { try FileManager.default.removeItem(atPath: repo + "/objects/" + layerObject) }
+        let diffID = try #require(try diffIDs(repo, "again").first)
+        let layer = try linkedObject(repo + "/streams/oci-layer-" + diffID)
+        try FileManager.default.removeItem(atPath: repo + "/objects/" + layer.prefix(2) + "/" + layer.dropFirst(2))
         let fsck = try cfsctl(repo, ["oci", "fsck"])
-        #expect(fsck.status == 1 && fsck.stdout.contains("oci images: 0/1 ok"), "\(fsck.stdout)")
+        #expect(fsck.status == 1 && fsck.stdout.contains("oci images: 0/1 ok\noci errors: 1\n"), "\(fsck.stdout)")
+        #expect(fsck.stdout.contains("  - fsck: layer-object-missing: again: \(diffID): "), "\(fsck.stdout)")
+        #expect(fsck.stderr == "Error: OCI integrity check failed\n", "\(fsck.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(try output(repo, ["oci", "fsck", "--json"]).utf8)) as? [String: Any]
+        #expect(json?["ok"] as? Bool == false && json?["images_checked"] as? Int == 1 && json?["images_corrupted"] as? Int == 1)
+        #expect((json?["errors"] as? [String])?.first?.hasPrefix("fsck: layer-object-missing: again: \(diffID): ") == true)
+        #expect((json?["repo"] as? [String: Any])?["missing_objects"] as? Int == 2, "\(json ?? [:])")
+        let one = try cfsctl(repo, ["oci", "fsck", "nonesuch"])
+        #expect(one.stdout.contains("oci images: 0/1 ok") && one.stdout.contains("  - fsck: ref-resolve-failed: nonesuch: "), "\(one.stdout)")
     }
 
     /// A registry with htpasswd (basic) auth, and one behind a token service (bearer, with
@@ -525,7 +778,8 @@ func scriptsDirectory() -> String {
         #expect(plain.status == 0 && plain.stderr.isEmpty, "\(plain.stderr)")
     }
 
-    /// An image whose manifest names another as its subject is listed as that image's referrer.
+    /// Referrers are the links under streams/refs/oci-referrers/ (which composefs-rs's API makes;
+    /// pull does not): `images` counts them and `inspect` lists them.
     @Test func referrersAreListed() throws {
         let referring = fixture.work.url.path + "/layout-referrer"
         if !FileManager.default.fileExists(atPath: referring) { try OCIFixture.makeImage(referring, ["--subject-of", fixture.layout]) }
@@ -534,20 +788,138 @@ func scriptsDirectory() -> String {
         let referrer = try pull(repo, "oci:\(referring):test", tag: "signature")
         let baseDigest = try #require(base["manifest"])
         let referrerDigest = try #require(referrer["manifest"])
+        let directory = repo + "/streams/refs/oci-referrers/" + baseDigest
+        #expect(!FileManager.default.fileExists(atPath: directory))
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: directory + "/" + referrerDigest, withDestinationPath: "../../../oci-manifest-" + referrerDigest)
 
-        let images = try cfsctl(repo, ["oci", "images", "--json"])
-        let list = try JSONSerialization.jsonObject(with: Data(images.stdout.utf8)) as? [[String: Any]] ?? []
-        let counts = Dictionary(uniqueKeysWithValues: list.map { ($0["name"] as? String ?? "", $0["referrerCount"] as? Int ?? -1) })
-        #expect(counts == ["base": 1, "signature": 0], "\(images.stdout)")
-        let table = try cfsctl(repo, ["oci", "images"]).stdout
+        let images = try JSONSerialization.jsonObject(with: Data(try output(repo, ["oci", "images", "--json"]).utf8)) as? [String: Any]
+        let list = images?["images"] as? [[String: Any]] ?? []
+        let counts = Dictionary(uniqueKeysWithValues: list.map { ($0["name"] as? String ?? "", $0["referrer_count"] as? Int ?? -1) })
+        #expect(counts == ["base": 1, "signature": 0], "\(images ?? [:])")
+        let table = try output(repo, ["oci", "images"])
         let baseRow = table.split(separator: "\n").first { $0.contains(" base ") } ?? ""
         #expect(baseRow.hasSuffix("┆ 1    │"), "\(table)")
+        let inspect = try JSONSerialization.jsonObject(with: Data(try output(repo, ["oci", "inspect", "base"]).utf8)) as? [String: Any]
+        #expect(inspect?["referrers"] as? [String] == [referrerDigest], "\(inspect ?? [:])")
+        // The links are gc roots: untagged, the referrer stays.
+        #expect(try cfsctl(repo, ["oci", "untag", "signature"]).status == 0 && (try cfsctl(repo, ["gc"])).status == 0)
+        let after = try JSONSerialization.jsonObject(with: Data(try output(repo, ["oci", "inspect", "base"]).utf8)) as? [String: Any]
+        #expect(after?["referrers"] as? [String] == [referrerDigest], "\(after ?? [:])")
+    }
 
-        let inspect = try cfsctl(repo, ["oci", "inspect", "base"])
-        let object = try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as? [String: Any]
-        let referrers = (object?["referrers"] as? [[String: String]]) ?? []
-        #expect(referrers == [["digest": referrerDigest]], "\(inspect.stdout)")
-        #expect(FileManager.default.fileExists(
-            atPath: repo + "/streams/refs/oci-referrers/" + baseDigest + "/" + referrerDigest))
+    /// Every listing in composefs-rs 0.9's form.
+    @Test func outputFormats() throws {
+        let repo = try fixture.repository("formats")
+        let pulled = try pull(repo, "oci:\(fixture.layout):test", tag: "t")
+        let (manifestDigest, configDigest) = (try #require(pulled["manifest"]), try #require(pulled["config"]))
+        let manifestBytes = try String(contentsOfFile: fixture.layout + "/blobs/sha256/" + manifestDigest.dropFirst(7), encoding: .utf8)
+        let configBytes = try String(contentsOfFile: fixture.layout + "/blobs/sha256/" + configDigest.dropFirst(7), encoding: .utf8)
+
+        #expect(try output(repo, ["oci", "images"]) == """
+            ┌──────┬──────────────┬───────┬────────┬──────┐
+            │ NAME ┆ DIGEST       ┆ ARCH  ┆ LAYERS ┆ REFS │
+            ╞══════╪══════════════╪═══════╪════════╪══════╡
+            │ t    ┆ \(manifestDigest.dropFirst(7).prefix(12)) ┆ amd64 ┆ 3      ┆ 0    │
+            └──────┴──────────────┴───────┴────────┴──────┘
+            """)
+        #expect(try output(repo, ["oci", "images", "--json"]) == """
+            {
+              "images": [
+                {
+                  "name": "t",
+                  "manifest_digest": "\(manifestDigest)",
+                  "is_container": true,
+                  "architecture": "amd64",
+                  "os": "linux",
+                  "created": "2023-11-14T22:13:20Z",
+                  "layer_count": 3,
+                  "referrer_count": 0
+                }
+              ]
+            }
+            """)
+        func quoted(_ text: String) -> String {
+            "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }
+        let inspect = """
+            {
+              "manifest": \(quoted(manifestBytes)),
+              "config": \(quoted(configBytes)),
+              "referrers": [],
+              "composefs_erofs": "\(fixture.umociDigest)",
+              "composefs_boot_erofs": null
+            }
+            """
+        #expect(try output(repo, ["oci", "inspect", "t"]) == inspect)
+        #expect(try output(repo, ["oci", "inspect", "@" + manifestDigest]) == inspect)
+        #expect(try cfsctl(repo, ["oci", "inspect", "t", "--manifest"]).stdout == manifestBytes + "\n")
+        #expect(try cfsctl(repo, ["oci", "inspect", "t", "--config"]).stdout == configBytes + "\n")
+        #expect(try cfsctl(repo, ["oci", "inspect", "@" + configDigest]).status == 1)
+
+        #expect(try output(repo, ["oci", "tag", manifestDigest, "other/name"]) == "Tagged \(manifestDigest) as other/name")
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: repo + "/streams/refs/oci/other%2Fname") == "../../oci-manifest-" + manifestDigest)
+        #expect(try output(repo, ["oci", "untag", "other/name"]) == "Removed tag other/name")
+        let reserved = try cfsctl(repo, ["oci", "tag", manifestDigest, "@x"])
+        #expect(reserved.status == 1 && reserved.stderr.contains("leading '@' is reserved for digest references"), "\(reserved.stderr)")
+
+        // The tree by tag, by config digest (its layers hashed again) and by config digest and
+        // stream verity is the tree umoci unpacks, dumped as `cfsctl create-dumpfile` dumps it.
+        let configStream = try linkedObject(repo + "/streams/oci-config-" + configDigest)
+        let dump = try output(repo, ["oci", "dump", "t"])
+        let unpacked = try runTool("cfsctl", ["--no-repo", "--hash", "sha256", "create-dumpfile", fixture.umociRootfs])
+        #expect(dump + "\n" == unpacked.stdout)
+        for reference in [["t"], ["@" + configDigest], ["@" + configDigest, configStream]] {
+            #expect(try output(repo, ["oci", "compute-id"] + reference) == fixture.umociDigest, "\(reference)")
+            #expect(try output(repo, ["oci", "dump"] + reference) == dump, "\(reference)")
+        }
+        #expect(try cfsctl(repo, ["oci", "compute-id", "@" + manifestDigest]).status == 1)
+        // keep-user-xattrs, as `cfsctl compute-id` does it.
+        #expect(try output(repo, ["oci", "compute-id", "--xattrs", "keep-user-xattrs", "t"])
+            == (try OCIFixture.computeID(fixture.umociRootfs, ["--xattrs", "keep-user-xattrs"])))
+        #expect(try output(repo, ["oci", "dump", "--xattrs", "keep-user-xattrs", "t"]).contains("user.origin=layer\\x20one"))
+        // A layer stream whose tar is not its diff_id's: refused when the layers are hashed
+        // again (@config without the stream's verity), trusted otherwise.
+        let diffIDs = try diffIDs(repo, "t")
+        func objectPath(_ id: String) -> String { repo + "/objects/" + id.prefix(2) + "/" + id.dropFirst(2) }
+        let third = objectPath(try linkedObject(repo + "/streams/oci-layer-" + diffIDs[2]))
+        try FileManager.default.removeItem(atPath: third)
+        try FileManager.default.copyItem(atPath: objectPath(try linkedObject(repo + "/streams/oci-layer-" + diffIDs[1])), toPath: third)
+        let rehashed = try cfsctl(repo, ["oci", "compute-id", "@" + configDigest])
+        #expect(rehashed.status == 1 && rehashed.stderr.contains(
+            "layer \(diffIDs[2]) (its tar): digest mismatch: expected \(diffIDs[2]), got \(diffIDs[1])"), "\(rehashed.stderr)")
+        #expect(try output(repo, ["oci", "compute-id", "@" + configDigest, configStream]) != fixture.umociDigest)
+    }
+
+    /// `oci copy` from another repository (another algorithm here): the image, its layers and
+    /// its composefs image, as if pulled there.
+    @Test func copyFromAnotherRepository() throws {
+        let source = try fixture.repository("copy-source")
+        let pulled = try pull(source, "oci:\(fixture.layout):test", tag: "t")
+        let manifestDigest = try #require(pulled["manifest"])
+        let destination = fixture.work.url.path + "/copy-destination-\(UUID().uuidString)"
+        #expect(try runTool("cfsctl", ["--repo", destination, "init", "--insecure"]).status == 0)
+        let copied = try cfsctl(destination, ["oci", "copy", "t", "--from", source, "--name", "c"])
+        #expect(copied.status == 0, "\(copied.stderr)")
+        let configDigest = try #require(pulled["config"])
+        #expect(copied.stdout == """
+            Copied image t from \(source) to destination repo, tagged as c
+            Manifest digest: \(manifestDigest)
+            Manifest verity: \(try linkedObject(destination + "/streams/oci-manifest-" + manifestDigest))
+            Config digest:   \(configDigest)
+            Config verity:   \(try linkedObject(destination + "/streams/oci-config-" + configDigest))
+
+            """)
+        let sha512ID = try OCIFixture.computeID(fixture.umociRootfs, hash: "sha512")
+        #expect(try output(destination, ["oci", "compute-id", "c"]) == sha512ID)
+        let config = try StoredStream(destination + "/streams/oci-config-" + configDigest, digestSize: 64)
+        #expect(config.namedRefs["composefs.image.v1"] == sha512ID)
+        #expect(try cfsctl(destination, ["oci", "fsck"]).status == 0)
+        // Again, by manifest digest, untagged: nothing new.
+        let again = try cfsctl(destination, ["oci", "copy", "@" + manifestDigest, "--from", source])
+        #expect(again.status == 0 && again.stdout.hasPrefix("Copied image @\(manifestDigest) from \(source) to destination repo\n"), "\(again.stdout)")
+        let zerocopy = try cfsctl(destination, ["oci", "copy", "t", "--from", source, "--zerocopy"])
+        #expect(zerocopy.status == 1 && zerocopy.stderr.contains(
+            "--zerocopy requires matching hash algorithms; source uses Sha256 but destination uses Sha512"), "\(zerocopy.stderr)")
     }
 }
