@@ -287,9 +287,19 @@ struct Images: ParsableCommand {
     }
 }
 
+/// How `mount` mounts: the kernel (EROFS and overlayfs, root only) or FUSE.
+enum FuseMode: String, ExpressibleByArgument, CaseIterable {
+    /// FUSE unless root in the initial user namespace.
+    case auto
+    case yes
+    case no
+}
+
 struct Mount: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Mount an image of the repository.")
     @ParentCommand var global: Cfsctl
+    @Option(help: "Mount through FUSE: auto (unless root in the initial user namespace), yes or no") var fuse = FuseMode.auto
+    @Flag(help: "With FUSE, serve in the foreground until unmounted") var foreground = false
     @Option(help: "A writable directory over the image (needs --workdir)") var upperdir: String?
     @Option(help: "overlayfs's work directory, on the same file system as --upperdir") var workdir: String?
     @Flag(help: "Mount read-write (needs --upperdir)") var readWrite = false
@@ -302,8 +312,42 @@ struct Mount: ParsableCommand {
     }
 
     func run() throws {
-        try mountRepositoryImage(
-            try global.openRepository(), name: name, at: mountpoint, upperdir: upperdir, workdir: workdir, readWrite: readWrite)
+        let repository = try global.openRepository()
+        let useFuse = fuse == .yes || (fuse == .auto && !(geteuid() == 0 && inInitialUserNamespace()))
+        guard useFuse else {
+            return try mountRepositoryImage(
+                repository, name: name, at: mountpoint, upperdir: upperdir, workdir: workdir, readWrite: readWrite)
+        }
+        guard upperdir == nil else { throw ToolError("--upperdir needs a kernel mount (--fuse no, as root)") }
+        try serveThroughFuse(repository)
+    }
+
+    /// Becomes composefs-fuse serving the image with the repository's objects (it returns
+    /// once the mount is up, unless --foreground).
+    func serveThroughFuse(_ repository: Repository) throws -> Never {
+        let image = try repository.openImage(name)
+        guard let imagePath = realpath("/proc/self/fd/\(image.file.raw)", nil) else {
+            throw ToolError("cannot resolve the image \(name): \(String(cString: strerror(errno)))")
+        }
+        defer { free(imagePath) }
+        var options = "source=" + String(cString: imagePath) + ",basedir=" + repository.path + "/objects"
+        if repository.isSecure && image.verified { options += ",verity" }
+        var executable = "composefs-fuse"
+        if let me = realpath("/proc/self/exe", nil) {
+            let sibling = String(String(cString: me).reversed().drop { $0 != "/" }.reversed()) + "composefs-fuse"
+            free(me)
+            if access(sibling, X_OK) == 0 { executable = sibling }
+        }
+        let arguments = [executable, "-o", options] + (foreground ? ["-f"] : []) + [mountpoint]
+        var pointers = arguments.map { strdup($0) } + [nil]
+        execvp(executable, &pointers)
+        throw ToolError("cannot run \(executable): \(String(cString: strerror(errno)))")
+    }
+
+    /// Whether this process is in the initial user namespace (its inode is fixed by the kernel).
+    func inInitialUserNamespace() -> Bool {
+        var info = stat()
+        return stat("/proc/self/ns/user", &info) == 0 && info.st_ino == 0xEFFF_FFFD
     }
 }
 
