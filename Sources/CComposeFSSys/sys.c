@@ -16,6 +16,8 @@
 #include <linux/loop.h>
 #include <stdio.h>
 #include <sys/mount.h>
+#include <dirent.h>
+#include <linux/close_range.h>
 
 struct cfs_dirent64 {
 	uint64_t d_ino;
@@ -245,5 +247,24 @@ int cfs_syncfs(int fd)
 {
 	if (syncfs(fd) != 0)
 		return -errno;
+	return 0;
+}
+
+int cfs_cloexec_from(int lowest)
+{
+	if (syscall(SYS_close_range, (unsigned int)lowest, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+		return 0;
+	/* Kernels before 5.11: walk the open descriptors instead. */
+	DIR *fds = opendir("/proc/self/fd");
+	if (fds == NULL)
+		return -errno;
+	int own = dirfd(fds);
+	struct dirent *entry;
+	while ((entry = readdir(fds)) != NULL) {
+		int fd = atoi(entry->d_name);
+		if (entry->d_name[0] != '.' && fd >= lowest && fd != own)
+			fcntl(fd, F_SETFD, fcntl(fd, F_GETFD) | FD_CLOEXEC);
+	}
+	closedir(fds);
 	return 0;
 }

@@ -2,6 +2,11 @@
 // reader produces: the overlay xattrs the writer added are turned back into payloads,
 // digests and whiteouts, and escaped ones are unescaped.
 //
+// Format 2 (composefs-rs's) has no stubs and no escaped whiteouts: its whiteouts are
+// character devices 0/0, kept wherever they are (composefs-rs's reader drops those with
+// two-hex-digit names at the root, taking them for stubs; a real one would be lost), and
+// overlay xattrs other than the metacopy and redirect are the user's own, kept unescaped.
+//
 // Images are untrusted input. Decoding goes through the bounds-checked `ImageView`; on top of
 // it each inode is visited once, the depth is capped, and the total metadata decoded is
 // bounded by the image size, so a hostile image fails cleanly in linear time.
@@ -49,6 +54,8 @@ private struct Loader {
     }
 
     let view: ImageView
+    /// Format 2 stores whiteouts as they are (no stubs, no escaping).
+    let nativeWhiteouts: Bool
     var visited: [UInt64: Visited] = [:]
     /// Bytes of inodes, xattr areas and data still allowed to be decoded. In a valid
     /// image these never overlap, so their total is at most the image size; a hostile
@@ -58,6 +65,7 @@ private struct Loader {
 
     init(view: ImageView) {
         self.view = view
+        nativeWhiteouts = view.composefsVersion >= 2
         budget = view.image.count
     }
 
@@ -119,13 +127,14 @@ private struct Loader {
     // MARK: Inodes
 
     /// Decodes an inode, except a directory's entries. Returns nil for a real whiteout (a
-    /// character device 0/0), which is left out: composefs adds those to the root itself.
+    /// character device 0/0) before format 2, which is left out: those are the stubs
+    /// composefs adds to the root itself.
     mutating func loadInode(_ nid: UInt64) throws(ImageFormatError) -> (Inode, InodeInfo)? {
         func fail(_ message: String) -> ImageFormatError { .invalid("inode \(nid): \(message)") }
         let info = try view.inode(nid)
         let inode = Inode(mode: info.mode)
         if inode.isDevice { inode.rdev = info.union }
-        if inode.isWhiteout {
+        if inode.isWhiteout && !nativeWhiteouts {
             visited[nid] = .whiteout
             return nil
         }
@@ -200,8 +209,8 @@ private struct Loader {
     }
 
     /// Undoes the writer's overlay xattrs: redirect → payload, metacopy → digest,
-    /// escaped whiteout → whiteout device; other trusted.overlay.overlay.X are
-    /// unescaped and the remaining trusted.overlay.* dropped. The order of the
+    /// escaped whiteout → whiteout device (before format 2); other trusted.overlay.overlay.X
+    /// are unescaped and the remaining trusted.overlay.* dropped. The order of the
     /// xattrs matters (a whiteout takes no later payload), as in the reference.
     func apply(_ key: [UInt8], _ value: [UInt8], to inode: Inode, nid: UInt64) throws(ImageFormatError) {
         if key == OverlayXattr.redirect {
@@ -220,15 +229,17 @@ private struct Loader {
             }
             return
         }
-        if key == OverlayXattr.escapedWhiteout && inode.isRegular {
-            inode.mode = FileMode.characterDevice | (inode.mode & ~FileMode.typeMask)
-            inode.rdev = 0
-            inode.size = 0
-            inode.content = nil
-            return
-        }
-        if key == OverlayXattr.escapedWhiteouts || key == OverlayXattr.userWhiteout || key == OverlayXattr.userWhiteouts {
-            return
+        if !nativeWhiteouts {
+            if key == OverlayXattr.escapedWhiteout && inode.isRegular {
+                inode.mode = FileMode.characterDevice | (inode.mode & ~FileMode.typeMask)
+                inode.rdev = 0
+                inode.size = 0
+                inode.content = nil
+                return
+            }
+            if key == OverlayXattr.escapedWhiteouts || key == OverlayXattr.userWhiteout || key == OverlayXattr.userWhiteouts {
+                return
+            }
         }
         var name = key
         if key.starts(with: OverlayXattr.prefix) {

@@ -7,9 +7,10 @@ import EROFS
 import FsVerity
 
 /// Image format versions: 0 is the original; 1 marks directories holding escaped
-/// whiteouts with an opaque=x xattr.
+/// whiteouts with an opaque=x xattr; 2 is composefs-rs's own layout (`ImageWriterV2`),
+/// written only when asked for as the minimum.
 public struct ImageOptions: Sendable {
-    public static let maxSupportedVersion: UInt32 = 1
+    public static let maxSupportedVersion: UInt32 = ComposefsHeader.maxComposefsVersion
     public static let defaultMinVersion: UInt32 = 0
     public static let defaultMaxVersion: UInt32 = 1
 
@@ -20,6 +21,12 @@ public struct ImageOptions: Sendable {
     public init(minVersion: UInt32 = defaultMinVersion, maxVersion: UInt32 = defaultMaxVersion) {
         self.minVersion = minVersion
         self.maxVersion = maxVersion
+    }
+
+    /// Exactly the format `format`, as composefs-rs's `FormatVersion` selects it.
+    public init(format: FormatVersion) {
+        let version = UInt32(format.rawValue)
+        self.init(minVersion: version, maxVersion: version)
     }
 }
 
@@ -43,7 +50,8 @@ func displayPath(_ path: [UInt8]) -> String { path.isEmpty ? "/" : displayBytes(
 
 public enum ImageWriter {
     /// The format version actually used for a tree: `minVersion`, raised to 1 when
-    /// the tree contains whiteouts and `maxVersion` allows it.
+    /// the tree contains whiteouts and `maxVersion` allows it (never to 2, as in the C
+    /// writer, which has no format 2: a minimum below 2 gives format 0 or 1).
     public static func effectiveVersion(for root: Inode, options: ImageOptions) -> UInt32 {
         let maxVersion = max(options.maxVersion, options.minVersion)
         guard options.minVersion < 1 && maxVersion >= 1 else { return options.minVersion }
@@ -68,6 +76,10 @@ public enum ImageWriter {
         }
         guard root.isDirectory else { throw .invalidNode(path: [], reason: "root must be a directory") }
         let version = effectiveVersion(for: root, options: options)
+        if version == 2 {
+            try ImageLayoutV2(root: root).emit(output: output)
+            return
+        }
         let layout = try ImageLayout(root: root, version: version)
         try layout.emit(output: output)
     }
@@ -344,7 +356,7 @@ struct ImageLayout {
     private static let dotDot: [UInt8] = [0x2E, 0x2E]
 
     /// Inserts "." and ".." at their sorted positions (names like "-x" sort before them).
-    private static func insertDotEntries(_ dirents: inout [(name: [UInt8], target: Int)], this: Int, parent: Int) {
+    static func insertDotEntries(_ dirents: inout [(name: [UInt8], target: Int)], this: Int, parent: Int) {
         for (name, target) in [(dot, this), (dotDot, parent)] {
             var low = 0
             var high = dirents.count
@@ -435,23 +447,9 @@ struct ImageLayout {
         let blockSize = Self.blockSize
         switch node.fileType {
         case FileMode.directory:
-            var blocks = 0
-            var used = 0
-            for d in node.dirents {
-                let length = Dirent.size + d.name.count
-                if used + length > blockSize {
-                    blocks += 1
-                    used = 0
-                }
-                used += length
-            }
-            // Never inline more than half a block.
-            if used > blockSize / 2 {
-                blocks += 1
-                used = 0
-            }
-            node.blockCount = blocks
-            node.tailSize = used
+            let split = DirectoryBlocks(count: node.dirents.count) { node.dirents[$0].name.count }
+            node.blockCount = split.blocks.count
+            node.tailSize = split.tailSize
         case FileMode.symlink:
             node.blockCount = 0
             node.tailSize = node.source.payload?.count ?? 0
@@ -633,40 +631,22 @@ struct ImageLayout {
 
     /// Writes a directory's full blocks (`blocks`) or its inline tail (`!blocks`).
     private func emitDirents(_ node: WriterNode, blocks: Bool, into out: inout ByteWriter) {
-        let blockSize = Self.blockSize
-        var used = 0
-        var written = 0
-        var first = 0
-        for (i, d) in node.dirents.enumerated() {
-            let length = Dirent.size + d.name.count
-            if used + length > blockSize {
-                if blocks { emitDirentChunk(node, first..<i, alignment: blockSize, into: &out) }
-                written += 1
-                used = 0
-                first = i
-            }
-            used += length
-        }
-        if written < node.blockCount {
-            if blocks { emitDirentChunk(node, first..<node.dirents.count, alignment: blockSize, into: &out) }
-            used = 0
-            first = node.dirents.count
-        }
-        if !blocks && used > 0 {
-            emitDirentChunk(node, first..<node.dirents.count, alignment: 1, into: &out)
+        let split = DirectoryBlocks(count: node.dirents.count) { node.dirents[$0].name.count }
+        // A tail the inode had no room for went to a block of its own (`tailPadding`).
+        let tailInBlock = node.blockCount > split.blocks.count
+        if blocks {
+            for range in split.blocks { emitDirentChunk(node, range, alignment: Self.blockSize, into: &out) }
+            if tailInBlock { emitDirentChunk(node, split.tail, alignment: Self.blockSize, into: &out) }
+        } else if !tailInBlock && !split.tail.isEmpty {
+            emitDirentChunk(node, split.tail, alignment: 1, into: &out)
         }
     }
 
     private func emitDirentChunk(_ node: WriterNode, _ range: Range<Int>, alignment: Int, into out: inout ByteWriter) {
-        var nameOffset = range.count * Dirent.size
-        for i in range {
-            let d = node.dirents[i]
-            Dirent.encode(
-                nid: nodes[d.target].nid, nameOffset: UInt16(truncatingIfNeeded: nameOffset),
-                fileType: EROFSFileType(mode: nodes[d.target].mode), into: &out)
-            nameOffset += d.name.count
+        Dirent.encodeBlock(count: range.count, into: &out) { i in
+            let d = node.dirents[range.lowerBound + i]
+            return (d.name, nodes[d.target].nid, EROFSFileType(mode: nodes[d.target].mode))
         }
-        for i in range { out.bytes(node.dirents[i].name) }
         out.align(to: alignment)
     }
 
@@ -701,6 +681,40 @@ struct ImageLayout {
 
 @inline(__always) func roundUp(_ x: Int, _ alignment: Int) -> Int {
     (x + alignment - 1) & ~(alignment - 1)
+}
+
+/// How composefs cuts a directory's entries ("." and ".." included, in name order) into
+/// blocks, in every format: an entry never straddles a block, and what is left over goes
+/// inline after the inode unless it is more than half a block, which gets a block of its own.
+struct DirectoryBlocks {
+    /// Entry indexes of each full block.
+    var blocks: [Range<Int>] = []
+    /// Entry indexes of the inline tail (empty when there is none), and its size in bytes.
+    var tail: Range<Int>
+    var tailSize = 0
+
+    init(count: Int, nameLength: (Int) -> Int) {
+        let blockSize = EROFSConstants.blockSize
+        var first = 0
+        for i in 0..<count {
+            let length = Dirent.size + nameLength(i)
+            if tailSize + length > blockSize {
+                blocks.append(first..<i)
+                first = i
+                tailSize = 0
+            }
+            tailSize += length
+        }
+        tail = first..<count
+        if tailSize > blockSize / 2 {
+            blocks.append(tail)
+            tail = count..<count
+            tailSize = 0
+        }
+    }
+
+    /// The directory's i_size.
+    var size: UInt64 { UInt64(blocks.count * EROFSConstants.blockSize + tailSize) }
 }
 
 /// Buffers image bytes and hands them out in whole blocks, so alignment can be

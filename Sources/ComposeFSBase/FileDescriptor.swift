@@ -155,3 +155,7 @@ public func preadAll(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at
 
 /// CPUs this process may run on (its affinity mask), for sizing thread pools.
 public var availableProcessors: Int { Int(cfs_available_cpus()) }
+
+/// Marks every descriptor above stderr close-on-exec, before this process becomes another
+/// program (a daemon must not hold a pipe or socket its caller waits on).
+public func closeInheritedDescriptorsOnExec() { _ = cfs_cloexec_from(3) }

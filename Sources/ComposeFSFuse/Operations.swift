@@ -7,7 +7,10 @@
 //   sits at nid 1 takes the root's nid instead, so the mapping stays one to one;
 // - attributes come straight from the inode (compact inodes carry the image's build
 //   time), and entries and attributes are cached for an hour;
-// - devices numbered 0/0 (overlay whiteouts) are hidden;
+// - devices numbered 0/0 (overlay whiteouts) are not found by lookup, and hidden from
+//   listings; except, in format 2 images (where whiteouts are the user's, stored as they are),
+//   in directories below the root: overlayfs lists those of a directory with one layer
+//   straight from EROFS, and only the root merges layers (the object stores are layers too);
 // - only user.* xattrs are visible, as to an unprivileged overlayfs user: the
 //   trusted.overlay.* ones composefs adds for overlayfs never show, nor do other
 //   trusted.* or security.* ones;
@@ -41,6 +44,8 @@ final class Server: @unchecked Sendable {
     let pool = DescriptorPool()
     /// Have the kernel send open and opendir requests even where it need not.
     let openRequests: Bool
+    /// Whiteouts below the root are listed (format 2; see the top of the file).
+    let listsWhiteouts: Bool
 
     init(image: MappedFile, view: ImageView, basedir: Int32, useACL: Bool, verifyDigests: Bool, openRequests: Bool) {
         self.image = image
@@ -48,6 +53,7 @@ final class Server: @unchecked Sendable {
         self.basedir = basedir
         self.useACL = useACL
         self.openRequests = openRequests
+        listsWhiteouts = view.composefsVersion >= 2
         verifier = BackingFileVerifier(computeMissing: verifyDigests)
     }
 
@@ -157,6 +163,7 @@ func doReaddir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off
         withUnsafeTemporaryAllocation(of: CChar.self, capacity: Linux.nameMax + 1) { name in
             var used = 0
             var corrupt = false
+            let hidesWhiteouts = !s.listsWhiteouts || directory.nid == s.view.rootNid
             let walked = (try? s.view.forEachDirent(directory, from: Int(offset)) { entry in
                 let childIno = s.ino(entry.nid)
                 guard childIno != 0, entry.name.count <= Linux.nameMax else {
@@ -165,7 +172,8 @@ func doReaddir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off
                 }
                 // A corrupt child is still listed (lookups of it fail), just without attributes.
                 let child = plus || entry.fileType == EROFSFileType.characterDevice.rawValue ? s.inode(entry.nid) : nil
-                if entry.fileType == EROFSFileType.characterDevice.rawValue, child?.isWhiteout == true {
+                let isWhiteout = entry.fileType == EROFSFileType.characterDevice.rawValue && child?.isWhiteout == true
+                if isWhiteout && hidesWhiteouts {
                     return true  // hidden, but its cookie is consumed
                 }
                 entry.name.withMemoryRebound(to: CChar.self) { bytes in
@@ -177,10 +185,11 @@ func doReaddir(_ req: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off
                 let needed: Int
                 if plus {
                     var param = fuse_entry_param()
-                    if let child {
+                    if let child, !isWhiteout {
                         param = entryParam(child, ino: childIno)
                     } else {
-                        // Node 0: the kernel lists the name but makes no entry for it.
+                        // Node 0: the kernel lists the name but makes no entry for it (a
+                        // corrupt child, or a listed whiteout, which lookups do not find).
                         param.attr.st_ino = __ino_t(childIno)
                         param.attr.st_mode = modeOfFileType(entry.fileType)
                     }

@@ -102,8 +102,9 @@ public enum EROFSXattrPrefix {
 
     /// The prefixes a writer abbreviates, in the order they are tried. `lustre.` is
     /// readable but never written, as the reference writer does.
-    static let writable: [UInt8] = [1, 2, 3, 4, 6]
-    /// The prefixes a full name is matched against when looking it up.
+    public static let writable: [UInt8] = [1, 2, 3, 4, 6]
+    /// The prefixes a full name is matched against when looking it up, which are also those
+    /// composefs-rs's format 2 abbreviates (no prefix starts another, so the order is free).
     public static let readable: [UInt8] = [1, 2, 3, 4, 5, 6]
 
     /// The first of `candidates` whose prefix starts `name`, and where the rest of the name
@@ -117,9 +118,10 @@ public enum EROFSXattrPrefix {
         return (0, name.startIndex)
     }
 
-    /// Splits a full xattr name into (index, suffix) the way composefs writes it.
-    public static func split(_ name: [UInt8]) -> (index: UInt8, suffix: ArraySlice<UInt8>) {
-        let (index, start) = match(name, among: writable)
+    /// Splits a full xattr name into (index, suffix) the way composefs writes it (format 2
+    /// passes `readable`).
+    public static func split(_ name: [UInt8], among candidates: [UInt8] = writable) -> (index: UInt8, suffix: ArraySlice<UInt8>) {
+        let (index, start) = match(name, among: candidates)
         return (index, name[start...])
     }
 }
@@ -132,11 +134,13 @@ public struct ComposefsHeader: Equatable, Sendable {
     /// Version of this header layout.
     public static let headerVersion: UInt32 = 1
     public static let flagHasACL: UInt32 = 1 << 0
+    /// The newest composefs format version: 0 and 1 are the C writer's, 2 composefs-rs's own.
+    public static let maxComposefsVersion: UInt32 = 2
 
     public var magic: UInt32 = ComposefsHeader.magic
     public var version: UInt32 = ComposefsHeader.headerVersion
     public var flags: UInt32 = 0
-    /// The composefs image format version (0 or 1).
+    /// The composefs image format version (0, 1 or 2).
     public var composefsVersion: UInt32 = 0
     // 4 unused le32 follow.
 
@@ -443,6 +447,20 @@ public struct Dirent: Equatable, Sendable {
         out.u16(nameOffset)
         out.u8(fileType.rawValue)
         out.u8(0)
+    }
+
+    /// One directory block, or a directory's inline tail: the `count` dirents, then their
+    /// names back to back (name offsets count from the start of the block).
+    public static func encodeBlock(
+        count: Int, into out: inout ByteWriter, _ entry: (Int) -> (name: [UInt8], nid: UInt64, fileType: EROFSFileType)
+    ) {
+        var nameOffset = count * size
+        for i in 0..<count {
+            let (name, nid, fileType) = entry(i)
+            encode(nid: nid, nameOffset: UInt16(truncatingIfNeeded: nameOffset), fileType: fileType, into: &out)
+            nameOffset += name.count
+        }
+        for i in 0..<count { out.bytes(entry(i).name) }
     }
 
     public init(decoding r: ByteReader, at offset: Int) throws(OutOfBounds) {

@@ -86,6 +86,9 @@ public struct ImageView: @unchecked Sendable {
     public let sharedXattrStart: Int
 
     public var rootNid: UInt64 { UInt64(superblock.rootNid) }
+    /// The composefs format version: 0 and 1 escape whiteouts and add the 00..ff stubs to
+    /// the root, 2 (composefs-rs's) stores whiteouts as they are.
+    public var composefsVersion: UInt32 { header.composefsVersion }
     /// The composefs header says the image carries POSIX ACLs.
     public var hasACL: Bool { header.flags & ComposefsHeader.flagHasACL != 0 }
 
@@ -96,6 +99,10 @@ public struct ImageView: @unchecked Sendable {
         guard header.magic == ComposefsHeader.magic else { throw .invalid("not a composefs image (wrong magic)") }
         guard header.version == ComposefsHeader.headerVersion else {
             throw .unsupported("unsupported composefs header version \(header.version)")
+        }
+        guard header.composefsVersion <= ComposefsHeader.maxComposefsVersion else {
+            throw .unsupported(
+                "unsupported composefs format version \(header.composefsVersion) (known: 0 to \(ComposefsHeader.maxComposefsVersion))")
         }
         return header
     }

@@ -340,6 +340,8 @@ struct Mount: ParsableCommand {
         }
         let arguments = [executable, "-o", options] + (foreground ? ["-f"] : []) + [mountpoint]
         var pointers = arguments.map { strdup($0) } + [nil]
+        // The daemon must not keep the caller's descriptors (a pipe or socket it waits on).
+        closeInheritedDescriptorsOnExec()
         execvp(executable, &pointers)
         throw ToolError("cannot run \(executable): \(String(cString: strerror(errno)))")
     }

@@ -43,10 +43,16 @@ struct Mkcomposefs: ParsableCommand {
     @Flag(name: .customLong("from-file"), help: "The source is a dump file, not a directory")
     var fromFile = false
 
-    @Option(name: .customLong("min-version"), help: ArgumentHelp("Use this minimal format version (default=0)", valueName: "N"))
+    @Option(
+        name: .customLong("min-version"),
+        help: ArgumentHelp(
+            "Use this minimal format version (default=0; 0 and 1 are the C formats, 2 is composefs-rs's, written only as the minimum)",
+            valueName: "N"))
     var minVersion: String?
 
-    @Option(name: .customLong("max-version"), help: ArgumentHelp("Use this maximum format version (default=1)", valueName: "N"))
+    @Option(
+        name: .customLong("max-version"),
+        help: ArgumentHelp("Use this maximum format version (default=1; a minimum of 0 is raised to 1 only for whiteouts)", valueName: "N"))
     var maxVersion: String?
 
     @Option(name: .customLong("threads"), help: ArgumentHelp("Number of threads used to compute digests and copy files (default: number of CPUs)", valueName: "N"))

@@ -293,5 +293,16 @@ import TestSupport
                 .differences(from: MountTests.withoutHardlinks(try TreeSnapshot.capture(root: mountpoint)))
             #expect(differences.isEmpty, "\(name): \(differences.joined(separator: "\n"))")
         }
+        // Through FUSE (composefs-fuse with the repository's objects): the same files.
+        guard FuseEnvironment.canMount else { return }
+        let fused = try scratch.cfsctl(["--repo", scratch.repo, "mount", "--fuse", "yes", "root", mountpoint])
+        #expect(fused.status == 0, "\(fused.stderr)")
+        guard fused.status == 0 else { return }
+        defer { unmountFuse(mountpoint) }
+        for file in try listFiles(tree) where (try? FileManager.default.attributesOfItem(atPath: tree + "/" + file)[.type] as? FileAttributeType) == .typeRegular {
+            #expect(FileManager.default.contents(atPath: mountpoint + "/" + file) == FileManager.default.contents(atPath: tree + "/" + file), "\(file)")
+        }
+        let wrongMode = try scratch.cfsctl(["--repo", scratch.repo, "mount", "--fuse", "yes", "--upperdir", "u", "--workdir", "w", "root", mountpoint])
+        #expect(wrongMode.status == 1 && wrongMode.stderr.contains("--upperdir needs a kernel mount"), "\(wrongMode.stderr)")
     }
 }

@@ -70,4 +70,8 @@ int cfs_link_tmpfile(int fd, int dir_fd, const char *name);
 /* syncfs(2): flushes the whole file system holding fd. */
 int cfs_syncfs(int fd);
 
+/* Marks every descriptor from lowest up close-on-exec, so a program this process becomes
+   (a daemon, say) does not hold on to descriptors its caller passed down. */
+int cfs_cloexec_from(int lowest);
+
 #endif
