@@ -17,16 +17,22 @@ public struct ImageOptions: Sendable {
     /// The base version; raised up to `maxVersion` only if the tree needs it.
     public var minVersion: UInt32
     public var maxVersion: UInt32
+    /// Pick the build time (the smallest mtime, which compact inodes share) comparing
+    /// seconds as unsigned numbers, as composefs-rs does: a tree with mtimes before 1970
+    /// then gets composefs-rs's image rather than the C writer's.
+    public var unsignedMtimeOrder: Bool
 
     public init(minVersion: UInt32 = defaultMinVersion, maxVersion: UInt32 = defaultMaxVersion) {
         self.minVersion = minVersion
         self.maxVersion = maxVersion
+        self.unsignedMtimeOrder = false
     }
 
-    /// Exactly the format `format`, as composefs-rs's `FormatVersion` selects it.
+    /// Exactly the format `format`, written as composefs-rs writes it.
     public init(format: FormatVersion) {
         let version = UInt32(format.rawValue)
         self.init(minVersion: version, maxVersion: version)
+        unsignedMtimeOrder = true
     }
 }
 
@@ -80,7 +86,7 @@ public enum ImageWriter {
             try ImageLayoutV2(root: root).emit(output: output)
             return
         }
-        let layout = try ImageLayout(root: root, version: version)
+        let layout = try ImageLayout(root: root, version: version, unsignedMtimeOrder: options.unsignedMtimeOrder)
         try layout.emit(output: output)
     }
 
@@ -153,11 +159,11 @@ struct ImageLayout {
     var inodesEnd = 0
     var dataBlockCount = 0
 
-    init(root: Inode, version: UInt32) throws(ImageWriteError) {
+    init(root: Inode, version: UInt32, unsignedMtimeOrder: Bool) throws(ImageWriteError) {
         self.version = version
         try orderBreadthFirst(root: root)
         try rewrite()
-        finalizeAttributes()
+        finalizeAttributes(unsignedMtimeOrder: unsignedMtimeOrder)
         computeSharedXattrs()
         layoutInodes()
     }
@@ -298,7 +304,10 @@ struct ImageLayout {
 
     /// Directory link counts, "." and "..", xattrs in canonical order, the
     /// minimum mtime (used by compact inodes) and whether any ACL is present.
-    private mutating func finalizeAttributes() {
+    private mutating func finalizeAttributes(unsignedMtimeOrder: Bool) {
+        let earlier: (Timestamp, Timestamp) -> Bool = unsignedMtimeOrder
+            ? { a, b in (UInt64(bitPattern: a.seconds), a.nanoseconds) < (UInt64(bitPattern: b.seconds), b.nanoseconds) }
+            : { a, b in a < b }
         minMtime = nodes[0].source.mtime
         for (i, node) in nodes.enumerated() {
             if node.source.isDirectory {
@@ -308,7 +317,7 @@ struct ImageLayout {
                 Self.insertDotEntries(&node.dirents, this: i, parent: node.parent)
             }
             node.xattrs.sortByKey()
-            if node.source.mtime < minMtime { minMtime = node.source.mtime }
+            if earlier(node.source.mtime, minMtime) { minMtime = node.source.mtime }
             if !hasACL && (node.xattrs.value(OverlayXattr.aclAccess) != nil || node.xattrs.value(OverlayXattr.aclDefault) != nil) {
                 hasACL = true
             }

@@ -49,7 +49,7 @@ extension Repository {
         var whiteoutLinked = false
         ContainerRoot.forEachInode(root) { if $0.isWhiteout && $0.nlink > 1 { whiteoutLinked = true } }
         if whiteoutLinked { throw .invalidFilesystem("whiteout inode has nlink > 1") }
-        do { return try ImageWriter.image(root: root, options: ImageOptions(minVersion: UInt32(format.rawValue), maxVersion: UInt32(format.rawValue))) } catch { throw .imageWrite(error) }
+        do { return try ImageWriter.image(root: root, options: ImageOptions(format: format)) } catch { throw .imageWrite(error) }
     }
 
     /// The image id of a directory without storing anything (`cfsctl compute-id`).

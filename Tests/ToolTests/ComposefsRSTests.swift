@@ -92,6 +92,24 @@ struct ComposefsRSTests {
         #expect(missing.stderr == "Error: Directory entry \"usr\" does not exist\n")
     }
 
+    /// composefs-rs picks the build time (the smallest mtime) comparing seconds as unsigned
+    /// numbers, so a file from before 1970 does not set it as it would in the C writer: the
+    /// images must still be composefs-rs's, in every format.
+    @Test func mtimesBefore1970PickComposefsRSBuildTime() throws {
+        let work = try TemporaryDirectory()
+        let tree = work.url.appendingPathComponent("root").path
+        try FileManager.default.createDirectory(atPath: tree + "/usr", withIntermediateDirectories: true)
+        for (name, seconds) in [("old", -2), ("new", 1_700_000_000), ("epoch", 0)] {
+            try Data(name.utf8).write(to: URL(fileURLWithPath: tree + "/usr/" + name))
+            var times = [timespec(tv_sec: seconds, tv_nsec: 5), timespec(tv_sec: seconds, tv_nsec: 5)]
+            #expect(utimensat(AT_FDCWD, tree + "/usr/" + name, &times, 0) == 0)
+        }
+        for version in ["0", "1", "2"] {
+            try Self.expectSame(["--no-repo", "--erofs-version", version, "compute-id", tree])
+            try Self.expectSame(["--no-repo", "--erofs-version", version, "compute-id", "--no-propagate-usr-to-root", tree])
+        }
+    }
+
     @Test func initWritesTheSameMetadata() throws {
         let work = try TemporaryDirectory()
         for algorithm in ["fsverity-sha256-12", "fsverity-sha512-12"] {
