@@ -2,7 +2,8 @@
 // over its varlink API: every layer this repository lacks is imported from the tar the source
 // gives back (so the two may use different fs-verity algorithms), then the config and manifest
 // streams are written unless stored, the composefs images are made unless recorded, and the
-// image is tagged.
+// image is tagged. Zero-copy takes the layers' streams as they are, their objects reflinked
+// or hard-linked.
 
 import ComposeFSBase
 import FsVerity
@@ -17,7 +18,9 @@ public struct CopyResult: Sendable {
 }
 
 extension ImageStore {
-    public func copy(_ reference: OCIReference, from source: ImageStore, name: String?) throws(OCIError) -> CopyResult {
+    /// With `zeroCopy` (both repositories on one file system, same algorithm) the layers'
+    /// streams are taken as they are and their objects reflinked or hard-linked, never copied.
+    public func copy(_ reference: OCIReference, from source: ImageStore, name: String?, zeroCopy: Bool = false) throws(OCIError) -> CopyResult {
         let image = try source.open(reference)
         var layers: [(diffID: Digest, stream: ObjectID)] = []
         for (diffID, sourceStream) in try image.layers() {
@@ -25,8 +28,18 @@ extension ImageStore {
                 layers.append((diffID, stored))
                 continue
             }
+            let streamBytes = try repositoryCall { () throws(RepositoryError) in try source.repository.readObject(sourceStream) }
             let stream = try repositoryCall { () throws(RepositoryError) in
-                try SplitStream(try source.repository.readObject(sourceStream), algorithm: source.repository.algorithm)
+                try SplitStream(streamBytes, algorithm: source.repository.algorithm)
+            }
+            if zeroCopy {
+                try repositoryCall { () throws(RepositoryError) in
+                    try stream.forEachChunk { (chunk) throws(RepositoryError) in
+                        if case let .external(id) = chunk { try repository.adoptObject(id, from: source.repository) }
+                    }
+                }
+                layers.append((diffID, try storeLayer(streamBytes, diffID: diffID)))
+                continue
             }
             let tar = try SplitStreamSource(stream, repository: source.repository)
             let imported = try LayerImporter.importLayer(from: tar, into: repository, layer: diffID.description)

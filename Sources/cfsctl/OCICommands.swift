@@ -197,9 +197,8 @@ struct OciCopy: ParsableCommand {
                 throw ToolError(
                     "--zerocopy requires matching hash algorithms; source uses \(typeName(from)) but destination uses \(typeName(to))")
             }
-            throw ToolError("--zerocopy is not supported yet: copy without it")
         }
-        let result = try store.copy(reference, from: ImageStore(repository: source), name: name)
+        let result = try store.copy(reference, from: ImageStore(repository: source), name: name, zeroCopy: zerocopy)
         writeStandardOutput(
             """
             Copied image \(reference) from \(from) to destination repo\(name.map { ", tagged as \($0)" } ?? "")

@@ -921,5 +921,27 @@ func linkedObject(_ path: String) throws -> String {
         let zerocopy = try cfsctl(destination, ["oci", "copy", "t", "--from", source, "--zerocopy"])
         #expect(zerocopy.status == 1 && zerocopy.stderr.contains(
             "--zerocopy requires matching hash algorithms; source uses Sha256 but destination uses Sha512"), "\(zerocopy.stderr)")
+        // Same algorithm, same file system: the objects are shared (hard links here, where
+        // there are no reflinks), the image the same as a plain copy's.
+        let twin = fixture.work.url.path + "/copy-twin-\(UUID().uuidString)"
+        #expect(try runTool("cfsctl", ["--repo", twin, "--hash", "sha256", "init", "--algorithm", "fsverity-sha256-12", "--insecure"]).status == 0)
+        let shared = try cfsctl(twin, ["oci", "copy", "t", "--from", source, "--name", "c", "--zerocopy"])
+        #expect(shared.status == 0, "\(shared.stderr)")
+        #expect(try output(twin, ["oci", "compute-id", "c"]) == OCIFixture.computeID(fixture.umociRootfs, hash: "sha256"))
+        #expect(try cfsctl(twin, ["oci", "fsck"]).status == 0)
+        var linked = 0
+        for object in try listFiles(twin + "/objects") where object.count > 3 {
+            var mine = stat(), theirs = stat()
+            guard stat(twin + "/objects/" + object, &mine) == 0, stat(source + "/objects/" + object, &theirs) == 0 else { continue }
+            if mine.st_ino == theirs.st_ino { linked += 1 }
+        }
+        #expect(linked > 0)
+        // Another file system (tmpfs): neither a reflink nor a hard link; an error, nothing copied.
+        let elsewhere = try TemporaryDirectory(in: "/dev/shm")
+        let far = elsewhere.url.path + "/repo"
+        #expect(try runTool("cfsctl", ["--repo", far, "--hash", "sha256", "init", "--algorithm", "fsverity-sha256-12", "--insecure"]).status == 0)
+        let refused = try cfsctl(far, ["oci", "copy", "t", "--from", source, "--zerocopy"])
+        #expect(refused.status == 1 && refused.stderr.contains("and so did hard link to"), "\(refused.stderr)")
+        #expect(try cfsctl(far, ["oci", "images"]).stdout.contains(" t ") == false)
     }
 }

@@ -77,8 +77,10 @@ func sha256Hex(of path: String) throws -> String {
 final class TemporaryDirectory {
     let url: URL
 
-    init() throws {
-        url = FileManager.default.temporaryDirectory.appendingPathComponent("cfs-test-\(UUID().uuidString)")
+    /// A new directory under `parent` (the temporary directory by default).
+    init(in parent: String? = nil) throws {
+        let base = parent.map { URL(fileURLWithPath: $0) } ?? FileManager.default.temporaryDirectory
+        url = base.appendingPathComponent("cfs-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     }
 
