@@ -67,6 +67,16 @@ let package = Package(
         // libfuse3 glue (option parsing, the session loop); the file system is ComposeFSFuse.
         .target(name: "CFuseShim", linkerSettings: [.linkedLibrary("fuse3")]),
         .target(name: "ComposeFSFuse", dependencies: ["CFuseShim", "EROFS", "FsVerity", "ComposeFSBase"]),
+        // The varlink wire protocol: messages, connections with descriptor passing, the server.
+        .target(name: "CVarlinkSys"),
+        .target(name: "Varlink", dependencies: ["CVarlinkSys", "ComposeFSBase"]),
+        // cfsctl's varlink service (org.composefs.Repository and org.composefs.Oci), and the
+        // composefs-rs JSON documents it shares with cfsctl's --json output.
+        .target(
+            name: "ComposeFSVarlink",
+            dependencies: [
+                "Varlink", "Repository", "OCI", "ComposeFS", "ComposeFSMount", "ComposeFSCLI", "FsVerity", "ComposeFSBase",
+            ]),
         // What the fuzzers in Fuzz/ run on each input, shared with the tests that replay the inputs they kept.
         .target(
             name: "FuzzHarnesses",
@@ -104,7 +114,7 @@ let package = Package(
             name: "cfsctl",
             dependencies: [
                 "Repository", "OCI", "ComposeFS", "ComposeFSBuild", "ComposeFSBase", "ComposeFSMount", "Dumpfile", "EROFS",
-                "FsVerity", "ComposeFSCLI",
+                "FsVerity", "ComposeFSCLI", "ComposeFSVarlink", "Varlink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         // Helpers shared by the test targets (a reproducible random generator, a scratch repository).
@@ -128,7 +138,7 @@ let package = Package(
             dependencies: [
                 "CComposeFSSys", "ComposeFS", "ComposeFSMount", "Dumpfile", "FsVerity", "TestSupport", "mkcomposefs", "composefs-info", "composefs-dump",
                 "composefs-fuse",
-                "mount.composefs", "cfsctl", .product(name: "Crypto", package: "swift-crypto"),
+                "mount.composefs", "cfsctl", "Varlink", .product(name: "Crypto", package: "swift-crypto"),
             ]),
     ]
 )

@@ -30,6 +30,20 @@ public enum ComposefsMount {
         try mounter.run()
     }
 
+    /// The image mounted (as `mount` would) but attached nowhere: the overlayfs mount's
+    /// descriptor, for the caller to attach with move_mount(2) or hand on. Needs the new mount
+    /// API (Linux 6.5 and later for data-only layers).
+    public static func detachedMount(
+        imageFileDescriptor: Int32, imageName: String, options: MountOptions
+    ) throws(MountError) -> FileDescriptor {
+        try options.validate()
+        let mounter = Mounter(
+            imageName: imageName, image: imageFileDescriptor, mountpoint: nil, options: options,
+            mechanisms: [.detachedLayer, .temporaryMount], forceLoopDevice: false)
+        guard let mount = try mounter.run() else { throw .system(SystemError("fsopen", path: "overlay", code: ENOSYS)) }
+        return mount
+    }
+
     /// The ways of putting the image under overlayfs, newest kernel interface first.
     enum Mechanism: CaseIterable {
         /// The detached EROFS mount passed to overlayfs as `lowerdir+` by file descriptor (6.15+).
@@ -60,7 +74,8 @@ public enum ComposefsMount {
 private struct Mounter {
     let imageName: String
     let image: Int32
-    let mountpoint: String
+    /// Where to attach the mount; nil leaves it detached, its descriptor returned.
+    let mountpoint: String?
     let options: MountOptions
     let mechanisms: [ComposefsMount.Mechanism]
     let forceLoopDevice: Bool
@@ -68,7 +83,9 @@ private struct Mounter {
     /// The source name overlayfs shows for the mount (as the reference tools use).
     static let source = "composefs"
 
-    func run() throws(MountError) {
+    /// Mounts; the overlayfs mount's descriptor when there is no mountpoint to attach it to.
+    @discardableResult
+    func run() throws(MountError) -> FileDescriptor? {
         try checkImageDigest()
         let header = try readHeader()
         let verity = try verityEnforced()
@@ -84,21 +101,22 @@ private struct Mounter {
                 switch mechanism {
                 case .detachedLayer:
                     guard let erofs = try detachedErofs(hasACL: hasACL, userNamespace: userNamespace) else { continue }
-                    try overlay(lower: .detachedMount(erofs), verity: verity)
+                    return try overlay(lower: .detachedMount(erofs), verity: verity)
                 case .temporaryMount:
                     guard let erofs = try detachedErofs(hasACL: hasACL, userNamespace: userNamespace) else { continue }
                     let attached = try TemporaryMount(attaching: erofs)
                     defer { attached.remove() }
-                    try overlay(lower: .path(attached.path), verity: verity)
+                    return try overlay(lower: .path(attached.path), verity: verity)
                 case .legacyOptions:
                     guard userNamespace == nil else {
                         throw .invalidOptions("idmap needs the new mount API, which this kernel lacks")
                     }
+                    guard let mountpoint else { continue }
                     let attached = try legacyErofs(hasACL: hasACL)
                     defer { attached.remove() }
-                    try legacyOverlay(lower: attached.path, verity: verity)
+                    try legacyOverlay(lower: attached.path, at: mountpoint, verity: verity)
+                    return nil
                 }
-                return
             } catch .system(let error, let message) where Self.meansUnsupported(error.code) {
                 // An older kernel: try the next mechanism, but report what the newest one said.
                 firstError = firstError ?? .system(error, kernelMessage: message)
@@ -238,7 +256,8 @@ private struct Mounter {
         case path(String)
     }
 
-    private func overlay(lower: Layer, verity: Bool) throws(MountError) {
+    /// overlayfs over `lower`, attached at the mountpoint, or returned detached without one.
+    private func overlay(lower: Layer, verity: Bool) throws(MountError) -> FileDescriptor? {
         guard let context = try FileSystemContext(type: "overlay") else {
             throw .system(SystemError("fsopen", path: "overlay", code: ENOSYS))
         }
@@ -262,16 +281,18 @@ private struct Mounter {
             try context.set("upperdir", upperdir)
             try context.set("workdir", workdir)
         }
-        try context.create(describing: mountpoint)
+        try context.create(describing: mountpoint ?? imageName)
         let mount = try context.mount(readOnly: options.readOnly)
+        guard let mountpoint else { return mount }
         defer { withExtendedLifetime(mount) {} }
         let result = cfs_move_mount_to(mount.raw, mountpoint)
         guard result == 0 else { throw .system(SystemError("mount on", path: mountpoint, code: -result)) }
+        return nil
     }
 
     /// mount(2) with an option string. Data-only layers (`::`) came in Linux 6.5; older
     /// kernels get the object stores as ordinary lower layers, as the reference tools do.
-    private func legacyOverlay(lower: String, verity: Bool) throws(MountError) {
+    private func legacyOverlay(lower: String, at mountpoint: String, verity: Bool) throws(MountError) {
         func escape(_ path: String) -> String {
             path.replacingAll(",", with: "\\,")
         }

@@ -48,9 +48,9 @@ public struct ImageStore: Sendable {
 
     public init(repository: Repository) { self.repository = repository }
 
-    static func layerStream(_ diffID: Digest) -> String { "oci-layer-\(diffID)" }
+    public static func layerStream(_ diffID: Digest) -> String { "oci-layer-\(diffID)" }
     static func configStream(_ digest: Digest) -> String { "oci-config-\(digest)" }
-    static func manifestStream(_ digest: Digest) -> String { "oci-manifest-\(digest)" }
+    public static func manifestStream(_ digest: Digest) -> String { "oci-manifest-\(digest)" }
 
     /// The format of the images the repository writes first (`repo.erofs_version()`).
     public var defaultFormat: FormatVersion { repository.imageFormats.first ?? .v1 }

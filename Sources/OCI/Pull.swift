@@ -49,8 +49,9 @@ public struct PullResult: Sendable {
 }
 
 extension ImageStore {
+    /// Pulls `reference` and tags it `tag` (nil: no tag).
     public func pull(
-        _ reference: String, tag: String, options: PullOptions, events: (@Sendable (PullEvent) -> Void)? = nil
+        _ reference: String, tag: String?, options: PullOptions, events: (@Sendable (PullEvent) -> Void)? = nil
     ) async throws(OCIError) -> PullResult {
         let source = try ImageReference.source(reference, options: options.registry)
         let (manifestDigest, manifestBytes, manifest) = try await resolveManifest(source, reference: reference, platform: options.platform)

@@ -20,7 +20,7 @@ struct Oci: ParsableCommand {
         subcommands: [
             OciImportLayer.self, OciDump.self, OciPull.self, OciCopy.self, OciImages.self, OciInspect.self, OciTag.self,
             OciUntag.self, OciLayer.self, OciMount.self, OciComputeID.self, OciPrepareBoot.self, OciFsck.self,
-            OciCreateImage.self, OciLsLayer.self,
+            OciCreateImage.self, OciLsLayer.self, OciVarlinkCommand.self,
         ])
     @ParentCommand var global: Cfsctl
 }

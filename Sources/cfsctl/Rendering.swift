@@ -3,6 +3,7 @@
 
 import ComposeFSBase
 import ComposeFSCLI
+import ComposeFSVarlink
 import Dumpfile
 import EROFS
 import FsVerity
@@ -10,21 +11,6 @@ import OCI
 import Repository
 
 // MARK: fsck
-
-extension FsckError {
-    /// "fsck: TYPE: PATH: details".
-    var line: String {
-        let details: String
-        switch type {
-        case "object-digest-mismatch": details = "measured \(value("measured"))"
-        case "missing-object-ref", "image-missing-object": details = value("objectId")
-        case "missing-named-ref": details = "ref \(value("refName")): \(value("objectId"))"
-        case "metadata-algorithm-mismatch": details = "expected \(value("expected")), repository opened as \(value("actual"))"
-        default: details = fields.map(\.1).joined(separator: ": ")
-        }
-        return "fsck: \(type): \(path)" + (details.isEmpty ? "" : ": \(details)")
-    }
-}
 
 extension FsckReport {
     /// The text report; the command exits non-zero when `ok` is false.
@@ -44,46 +30,7 @@ extension FsckReport {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    /// composefs-rs's `fsck --json` document: counts in snake_case, errors as their lines.
-    var jsonValue: JSONValue {
-        var members: [(String, JSONValue)] = [
-            ("ok", .bool(ok)), ("has_metadata", .bool(hasMetadata)),
-            ("objects_checked", .integer(Int64(objectsChecked))), ("objects_corrupted", .integer(Int64(objectsCorrupted))),
-            ("streams_checked", .integer(Int64(streamsChecked))), ("streams_corrupted", .integer(Int64(streamsCorrupted))),
-            ("images_checked", .integer(Int64(imagesChecked))), ("images_corrupted", .integer(Int64(imagesCorrupted))),
-            ("broken_links", .integer(Int64(brokenLinks))), ("missing_objects", .integer(Int64(missingObjects))),
-            ("errors", .array(errors.map { .string($0.line) })),
-        ]
-        if !repaired.isEmpty { members.append(("repaired", .array(repaired.map { .string($0) }))) }
-        return .object(members)
-    }
-
     var json: String { jsonValue.pretty() + "\n" }
-}
-
-extension ImageCheckReport.Problem {
-    /// "fsck: TYPE: TAG: details", as composefs-rs's OciFsckError displays.
-    var line: String {
-        let (type, details): (String, String) =
-            switch kind {
-            case let .manifestReadFailed(detail): ("manifest-read-failed", detail)
-            case let .manifestDigestMismatch(expected, actual): ("manifest-digest-mismatch", "expected \(expected), got \(actual)")
-            case let .manifestParseFailed(detail): ("manifest-parse-failed", detail)
-            case let .configRefMissing(config): ("config-ref-missing", config.description)
-            case let .configReadFailed(detail): ("config-read-failed", detail)
-            case let .configDigestMismatch(expected, actual): ("config-digest-mismatch", "expected \(expected), got \(actual)")
-            case let .configParseFailed(detail): ("config-parse-failed", detail)
-            case let .layerRefMissing(diffID): ("layer-ref-missing", diffID.description)
-            case let .layerStreamMissing(diffID): ("layer-stream-missing", diffID.description)
-            case let .layerObjectMissing(diffID, detail): ("layer-object-missing", "\(diffID): \(detail)")
-            case let .sealImageMissing(image, detail): ("seal-image-missing", "\(image): \(detail)")
-            case let .artifactLayerRefMissing(layer): ("artifact-layer-ref-missing", layer.description)
-            case let .artifactLayerObjectMissing(layer, detail): ("artifact-layer-object-missing", "\(layer): \(detail)")
-            case let .refResolveFailed(detail): ("ref-resolve-failed", detail)
-            case .invalidRefName: ("invalid-ref-name", "leading '@' is reserved for digest references")
-            }
-        return "fsck: \(type): \(name): \(details)"
-    }
 }
 
 extension ImageCheckReport {
@@ -96,14 +43,7 @@ extension ImageCheckReport {
     }
 
     /// composefs-rs's `oci fsck --json` document, the repository's report under "repo".
-    func json(repository: FsckReport) -> String {
-        JSONValue.object([
-            ("ok", .bool(ok && repository.ok)),
-            ("images_checked", .integer(Int64(imagesChecked))), ("images_corrupted", .integer(Int64(imagesCorrupted))),
-            ("errors", .array(problems.map { .string($0.line) })),
-            ("repo", repository.jsonValue),
-        ]).pretty() + "\n"
-    }
+    func json(repository: FsckReport) -> String { jsonValue(repository: repository).pretty() + "\n" }
 }
 
 // MARK: OCI images
@@ -131,11 +71,7 @@ enum ImageRefListing {
         return Table.render(header: ["NAME", "DIGEST"], rows: refs.map { [$0.name, truncate ? String($0.digest.prefix(12)) : $0.digest] })
     }
 
-    static func json(_ refs: [(name: String, digest: String)]) -> String {
-        JSONValue.object([
-            ("images", .array(refs.map { .object([("name", .string($0.name)), ("digest", .string($0.digest))]) }))
-        ]).pretty() + "\n"
-    }
+    static func json(_ refs: [(name: String, digest: String)]) -> String { imageRefsDocument(refs).pretty() + "\n" }
 }
 
 enum ImageListing {
@@ -150,31 +86,14 @@ enum ImageListing {
 
     /// composefs-rs's `ListImagesReply`.
     static func json(_ images: [ImageSummary]) -> String {
-        let entries = images.map { image in
-            JSONValue.object([
-                ("name", .string(image.name)), ("manifest_digest", .string(image.manifestDigest.description)),
-                ("is_container", .bool(image.isContainer)), ("architecture", .string(image.architecture)),
-                ("os", .string(image.os)), ("created", image.created.map { .string($0) } ?? .null),
-                ("layer_count", .integer(Int64(image.layerCount))), ("referrer_count", .integer(Int64(image.referrerCount))),
-            ])
-        }
-        return JSONValue.object([("images", .array(entries))]).pretty() + "\n"
+        JSONValue.object([("images", .array(images.map(\.jsonValue)))]).pretty() + "\n"
     }
 
-    /// composefs-rs's `OciInspectReply`: the manifest and config as the strings stored, the
-    /// referrers' digests, and the composefs images in the default format (or null).
+    /// composefs-rs's `OciInspectReply`.
     static func inspect(_ image: StoredImage, referrers: [Digest], erofs: ObjectID?, bootErofs: ObjectID?) throws -> String {
-        func text(_ bytes: [UInt8], _ what: String) throws -> String {
-            guard let text = String(validating: bytes, as: UTF8.self) else { throw ToolError("\(what) is not valid UTF-8") }
-            return text
+        do { return try image.inspectDocument(referrers: referrers, erofs: erofs, bootErofs: bootErofs).pretty() + "\n" } catch {
+            throw ToolError(error.description)
         }
-        return JSONValue.object([
-            ("manifest", .string(try text(image.manifestBytes, "manifest"))),
-            ("config", .string(try text(image.configBytes, "config"))),
-            ("referrers", .array(referrers.map { .string($0.description) })),
-            ("composefs_erofs", erofs.map { .string($0.hex) } ?? .null),
-            ("composefs_boot_erofs", bootErofs.map { .string($0.hex) } ?? .null),
-        ]).pretty() + "\n"
     }
 }
 

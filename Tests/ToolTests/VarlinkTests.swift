@@ -1,0 +1,664 @@
+// End-to-end tests of `cfsctl varlink`: the service started on a socket in a scratch directory
+// (or by systemd-socket-activate) and called over the wire, method by method, with composefs-rs
+// 0.9's parameter, reply and error names; bad requests, slow clients and descriptor passing
+// (mounts returned as detached mount descriptors). varlinkctl is used too where installed.
+
+import CComposeFSSys
+import ComposeFSBase
+import Foundation
+import Synchronization
+import Testing
+import Varlink
+
+/// A running `cfsctl varlink`, stopped when the value goes away.
+final class VarlinkService: @unchecked Sendable {
+    let work = try! TemporaryDirectory()
+    var socket: String { work.url.appendingPathComponent("cfsctl.sock").path }
+    let process = Process()
+
+    /// `cfsctl [GLOBAL] varlink --address SOCKET` (or the `oci varlink` spelling).
+    init(global: [String] = ["--insecure"], command: [String] = ["varlink"]) throws {
+        process.executableURL = productsDirectory().appendingPathComponent("cfsctl")
+        process.arguments = global + command + ["--address", socket]
+        try process.run()
+        try Self.waitForSocket(socket)
+    }
+
+    /// Started by `launcher` (systemd-socket-activate …), which binds `socket` itself.
+    init(launcher: [String]) throws {
+        process.executableURL = URL(fileURLWithPath: launcher[0])
+        process.arguments = Array(launcher.dropFirst()).map { $0.replacingOccurrences(of: "@SOCKET@", with: socket) }
+        try process.run()
+        try Self.waitForSocket(socket)
+    }
+
+    deinit {
+        // SIGKILL: children of the test process inherit its blocked signals, SIGTERM among them.
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    static func waitForSocket(_ path: String) throws {
+        for _ in 0..<200 {
+            if (try? VarlinkConnection.connect(path: path)) != nil { return }
+            usleep(50_000)
+        }
+        throw VarlinkTests.Failure("the service did not listen on \(path)")
+    }
+
+    func connect() throws -> VarlinkConnection { try VarlinkConnection.connect(path: socket) }
+
+    /// One call on a new connection; its replies.
+    func call(_ method: String, _ parameters: [(String, JSONValue)] = [], more: Bool = false, descriptors: [Int32] = []) throws
+        -> [(reply: VarlinkReply, descriptors: [FileDescriptor])]
+    {
+        try connect().call(VarlinkCall(method: method, parameters: VarlinkParameters(parameters), more: more), descriptors: descriptors)
+    }
+
+    /// The parameters of a call's (single) successful reply.
+    func reply(_ method: String, _ parameters: [(String, JSONValue)] = []) throws -> JSONValue {
+        let replies = try call(method, parameters)
+        guard replies.count == 1, case let .parameters(values, _) = replies[0].reply else {
+            throw VarlinkTests.Failure("\(method): \(replies.map(\.reply))")
+        }
+        return .object(values)
+    }
+
+    /// The error a call fails with (its name and parameters).
+    func error(_ method: String, _ parameters: [(String, JSONValue)] = []) throws -> VarlinkError {
+        let replies = try call(method, parameters)
+        guard replies.count == 1, case let .error(error) = replies[0].reply else {
+            throw VarlinkTests.Failure("\(method) did not fail: \(replies.map(\.reply))")
+        }
+        return error
+    }
+
+    func open(_ repo: String) throws -> Int64 {
+        guard case let .integer(handle)? = try reply("org.composefs.Repository.OpenRepository", [("path", .string(repo))])["handle"] else {
+            throw VarlinkTests.Failure("OpenRepository \(repo) gave no handle")
+        }
+        return handle
+    }
+}
+
+@Suite(.serialized) struct VarlinkTests {
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    let work = try! TemporaryDirectory()
+
+    func cfsctl(_ arguments: [String]) throws -> String {
+        let result = try runTool("cfsctl", arguments)
+        guard result.status == 0 else { throw Failure("cfsctl \(arguments): \(result.stderr)") }
+        return result.stdout
+    }
+
+    /// A SHA-512 repository (insecure: this kernel may lack fs-verity) with `rootfs` stored as
+    /// the image `my-image`.
+    func repositoryWithImage() throws -> (repo: String, rootfs: String) {
+        let repo = work.url.appendingPathComponent("repo").path
+        _ = try cfsctl(["--repo", repo, "init", "--insecure"])
+        let rootfs = work.url.appendingPathComponent("rootfs").path
+        for directory in ["usr/bin", "usr/lib", "etc"] {
+            try FileManager.default.createDirectory(atPath: rootfs + "/" + directory, withIntermediateDirectories: true)
+        }
+        try Data(repeating: UInt8(ascii: "x"), count: 128 * 1024).write(to: URL(fileURLWithPath: rootfs + "/usr/bin/hello"))
+        try Data("test fixture\n".utf8).write(to: URL(fileURLWithPath: rootfs + "/usr/lib/readme.txt"))
+        try Data("integration-test\n".utf8).write(to: URL(fileURLWithPath: rootfs + "/etc/hostname"))
+        _ = try cfsctl(["--repo", repo, "create-image", rootfs, "my-image"])
+        return (repo, rootfs)
+    }
+
+    // MARK: org.composefs.Repository
+
+    @Test func initEnsureOpenAndClose() throws {
+        let service = try VarlinkService()
+        let fresh = work.url.appendingPathComponent("a/b/repo").path
+        var reply = try service.reply("org.composefs.Repository.InitRepository", [("path", .string(fresh)), ("insecure", .bool(true))])
+        #expect(reply["created"] == .bool(true))
+        reply = try service.reply("org.composefs.Repository.InitRepository", [("path", .string(fresh)), ("insecure", .bool(true))])
+        #expect(reply["created"] == .bool(false))
+        let meta = try JSONValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: fresh + "/meta.json"))))
+        #expect(meta["algorithm"] == .string("fsverity-sha512-12"))
+
+        var error = try service.error(
+            "org.composefs.Repository.InitRepository", [("path", .string(fresh + "2")), ("algorithm", .string("not-an-algorithm"))])
+        #expect(error.name == "org.composefs.Repository.InvalidSpec")
+        // A repository of another format is not re-initialized, and stays as it is.
+        let v2 = work.url.appendingPathComponent("v2").path
+        _ = try cfsctl(["--repo", v2, "init", "--insecure", "--erofs-version", "2"])
+        let before = try Data(contentsOf: URL(fileURLWithPath: v2 + "/meta.json"))
+        error = try service.error("org.composefs.Repository.InitRepository", [("path", .string(v2)), ("insecure", .bool(true))])
+        #expect(error.name == "org.composefs.Repository.InternalError")
+        reply = try service.reply("org.composefs.Repository.EnsureRepository", [("path", .string(v2)), ("insecure", .bool(true))])
+        #expect(reply["status"] == .string("Opened"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: v2 + "/meta.json")) == before)
+        let nested = work.url.appendingPathComponent("x/y/repo").path
+        reply = try service.reply(
+            "org.composefs.Repository.EnsureRepository",
+            [("path", .string(nested)), ("algorithm", .string("fsverity-sha256-12")), ("insecure", .bool(true))])
+        #expect(reply["status"] == .string("Created"))
+        // One from before meta.json is upgraded.
+        let legacy = work.url.appendingPathComponent("legacy").path
+        try FileManager.default.createDirectory(atPath: legacy + "/objects/ab", withIntermediateDirectories: true)
+        try Data("x".utf8).write(to: URL(fileURLWithPath: legacy + "/objects/ab/" + String(repeating: "c", count: 126)))
+        reply = try service.reply("org.composefs.Repository.EnsureRepository", [("path", .string(legacy)), ("insecure", .bool(true))])
+        #expect(reply["status"] == .string("Upgraded"))
+
+        reply = try service.reply("org.composefs.Repository.OpenRepository", [("path", .string(fresh))])
+        guard case let .integer(handle)? = reply["handle"] else { throw Failure("no handle: \(reply)") }
+        #expect(handle >= 1)
+        #expect(reply["hash_algorithm"] == .string("sha512"))
+        if case .integer? = reply["objects_device_id"] {} else { Issue.record("no objects_device_id: \(reply)") }
+        let second = try service.open(nested)
+        #expect(second != handle)
+        #expect(try service.reply("org.composefs.Repository.OpenRepository", [("path", .string(nested))])["hash_algorithm"] == .string("sha256"))
+
+        for selectors in [[], [("path", JSONValue.string(fresh)), ("user", .bool(true))], [("user", .bool(true)), ("system", .bool(true))]] {
+            #expect(try service.error("org.composefs.Repository.OpenRepository", selectors).name == "org.composefs.Repository.InvalidSpec")
+        }
+        error = try service.error("org.composefs.Repository.OpenRepository", [("path", .string(work.url.path + "/nothing"))])
+        #expect(error.name == "org.composefs.Repository.RepoNotFound")
+        if case let .string(message)? = JSONValue.object(error.parameters)["message"] { #expect(message.contains("nothing")) }
+
+        #expect(try service.reply("org.composefs.Repository.Fsck", [("handle", .integer(handle))])["ok"] == .bool(true))
+        _ = try service.reply("org.composefs.Repository.CloseRepository", [("handle", .integer(handle))])
+        for method in ["org.composefs.Repository.Fsck", "org.composefs.Repository.CloseRepository"] {
+            error = try service.error(method, [("handle", .integer(handle))])
+            #expect(error.name == "org.composefs.Repository.InvalidHandle")
+            #expect(JSONValue.object(error.parameters)["handle"] == .integer(handle))
+        }
+        error = try service.error("org.composefs.Oci.ListImages", [("handle", .integer(424242))])
+        #expect(error.name == "org.composefs.Oci.InvalidHandle")
+    }
+
+    @Test func fsckGcImageObjectsAndRefs() throws {
+        let (repo, rootfs) = try repositoryWithImage()
+        let service = try VarlinkService()
+        let handle = JSONValue.integer(try service.open(repo))
+
+        var reply = try service.reply("org.composefs.Repository.Fsck", [("handle", handle)])
+        #expect(reply["ok"] == .bool(true))
+        #expect(reply["has_metadata"] == .bool(true))
+        #expect(reply["errors"] == .array([]))
+        guard case let .integer(checked)? = reply["objects_checked"] else { throw Failure("\(reply)") }
+        #expect(checked > 0)
+        reply = try service.reply("org.composefs.Repository.Fsck", [("handle", handle), ("metadata_only", .bool(true))])
+        #expect(reply["objects_checked"] == .integer(0))
+        // The same document as `cfsctl fsck --json`.
+        let cli = try JSONValue.parse(Array(try cfsctl(["--repo", repo, "fsck", "--json"]).utf8))
+        #expect(try service.reply("org.composefs.Repository.Fsck", [("handle", handle)]) == cli)
+
+        reply = try service.reply("org.composefs.Repository.ImageObjects", [("handle", handle), ("name", .string("refs/my-image"))])
+        let expected = try cfsctl(["--repo", repo, "image-objects", "my-image"]).split(separator: "\n").map { JSONValue.string(String($0)) }
+        #expect(reply["object_ids"] == .array(expected))
+        #expect(!expected.isEmpty)
+        let error = try service.error("org.composefs.Repository.ImageObjects", [("handle", handle), ("name", .string("refs/does-not-exist"))])
+        #expect(error.name == "org.composefs.Repository.NoSuchRef")
+        #expect(JSONValue.object(error.parameters)["reference"] == .string("refs/does-not-exist"))
+
+        let id = try cfsctl(["--repo", repo, "compute-id", rootfs]).trimmingCharacters(in: .whitespacesAndNewlines)
+        reply = try service.reply("org.composefs.Repository.ListImageRefs", [("handle", handle)])
+        guard case let .array(refs)? = reply["images"], refs.count == 1 else { throw Failure("\(reply)") }
+        #expect(refs[0]["name"] == .string("my-image"))
+        #expect(refs[0]["digest"] == .string(id))
+
+        reply = try service.reply("org.composefs.Repository.Gc", [("handle", handle), ("dry_run", .bool(true)), ("roots", .array([]))])
+        #expect(reply["dry_run"] == .bool(true))
+        #expect(reply["result"]?["objects_removed"] == .integer(0))
+        // Without the ref, everything goes (a dry run first says so, and keeps it).
+        try FileManager.default.removeItem(atPath: repo + "/images/refs/my-image")
+        reply = try service.reply("org.composefs.Repository.Gc", [("handle", handle), ("dry_run", .bool(true)), ("roots", .array([]))])
+        guard case let .integer(removable)? = reply["result"]?["objects_removed"] else { throw Failure("\(reply)") }
+        #expect(removable > 0)
+        // gc waits for every other opener of the repository: this service's own handle only.
+        reply = try service.reply("org.composefs.Repository.Gc", [("handle", handle), ("dry_run", .bool(false)), ("roots", .array([]))])
+        #expect(reply["dry_run"] == .bool(false))
+        #expect(reply["result"]?["objects_removed"] == .integer(removable))
+        if case let .integer(bytes)? = reply["result"]?["objects_bytes"] { #expect(bytes >= 128 * 1024) } else { Issue.record("\(reply)") }
+        #expect(reply["result"]?["images_pruned"] == .integer(1))
+        #expect(try service.reply("org.composefs.Repository.ListImageRefs", [("handle", handle)])["images"] == .array([]))
+    }
+
+    @Test func fsckFindsCorruption() throws {
+        let (repo, _) = try repositoryWithImage()
+        let service = try VarlinkService()
+        let handle = JSONValue.integer(try service.open(repo))
+        let object = try cfsctl(["--repo", repo, "image-objects", "my-image"]).split(separator: "\n")[0].split(separator: ":")[1]
+        let path = repo + "/objects/" + object.prefix(2) + "/" + object.dropFirst(2)
+        chmod(path, 0o644)
+        try Data("corrupt".utf8).write(to: URL(fileURLWithPath: path))
+        let reply = try service.reply("org.composefs.Repository.Fsck", [("handle", handle)])
+        #expect(reply["ok"] == .bool(false))
+        #expect(reply["objects_corrupted"] == .integer(1))
+        guard case let .array(errors)? = reply["errors"], case let .string(first)? = errors.first else { throw Failure("\(reply)") }
+        #expect(first.hasPrefix("fsck: "))
+    }
+
+    // MARK: The protocol
+
+    @Test func protocolAndBadRequests() throws {
+        let service = try VarlinkService()
+        let info = try service.reply("org.varlink.service.GetInfo")
+        #expect(info["vendor"] == .string("org.composefs"))
+        #expect(info["product"] == .string("cfsctl"))
+        #expect(info["url"] == .string("https://github.com/composefs/composefs-rs"))
+        #expect(info["interfaces"] == .array(["org.varlink.service", "org.composefs.Repository", "org.composefs.Oci"].map { .string($0) }))
+        for interface in ["org.composefs.Repository", "org.composefs.Oci", "org.varlink.service"] {
+            guard case let .string(text)? = try service.reply(
+                "org.varlink.service.GetInterfaceDescription", [("interface", .string(interface))])["description"]
+            else { throw Failure("no description of \(interface)") }
+            #expect(text.contains("interface \(interface)\n"))
+        }
+        let description = try service.reply("org.varlink.service.GetInterfaceDescription", [("interface", .string("org.composefs.Oci"))])
+        for method in ["ListImages", "Check", "Inspect", "Tag", "Untag", "ComputeId", "Pull", "OciMount", "GetInfo", "HasLayer"] {
+            if case let .string(text)? = description["description"] { #expect(text.contains("method \(method)(")) }
+        }
+        func expect(_ error: VarlinkError, _ name: String, _ parameter: (String, JSONValue)? = nil) {
+            #expect(error.name == name)
+            if let parameter { #expect(JSONValue.object(error.parameters)[parameter.0] == parameter.1) }
+        }
+        expect(
+            try service.error("org.varlink.service.GetInterfaceDescription", [("interface", .string("org.example.Nothing"))]),
+            "org.varlink.service.InterfaceNotFound", ("interface", .string("org.example.Nothing")))
+        expect(try service.error("org.example.Nothing.Method"), "org.varlink.service.InterfaceNotFound", ("interface", .string("org.example.Nothing")))
+        expect(
+            try service.error("org.composefs.Repository.NoSuchMethod"), "org.varlink.service.MethodNotFound",
+            ("method", .string("org.composefs.Repository.NoSuchMethod")))
+        // Methods belong to their interface.
+        expect(try service.error("org.composefs.Repository.ListImages", [("handle", .integer(1))]), "org.varlink.service.MethodNotFound")
+        expect(try service.error("org.composefs.Oci.GetLayer", [("handle", .integer(1))]), "org.varlink.service.MethodNotImplemented")
+        // Missing, null and mistyped parameters name the parameter.
+        expect(try service.error("org.composefs.Repository.Fsck"), "org.varlink.service.InvalidParameter", ("parameter", .string("handle")))
+        expect(
+            try service.error("org.composefs.Repository.Fsck", [("handle", .string("one"))]), "org.varlink.service.InvalidParameter",
+            ("parameter", .string("handle")))
+        expect(
+            try service.error("org.composefs.Repository.Fsck", [("handle", .integer(-1))]), "org.varlink.service.InvalidParameter",
+            ("parameter", .string("handle")))
+        expect(
+            try service.error("org.composefs.Repository.InitRepository", [("path", .null)]), "org.varlink.service.InvalidParameter",
+            ("parameter", .string("path")))
+        #expect(try service.reply("org.composefs.Oci.GetInfo")["features"] == .array([]))
+    }
+
+    /// Raw bytes on a connection: what is not a call gets an error, and the connection goes on.
+    @Test func malformedMessages() throws {
+        let service = try VarlinkService()
+        let connection = try service.connect()
+        func roundTrip(_ bytes: [UInt8]) throws -> VarlinkReply {
+            try connection.send(bytes)
+            guard let message = try connection.receive() else { throw Failure("connection closed after \(bytes.count) bytes") }
+            return try VarlinkReply(decoding: message.bytes)
+        }
+        for (bad, parameter) in [
+            ("{not json", ""), ("[1,2]", ""), ("{\"parameters\":{}}", "method"), ("{\"method\":\"NoDots\"}", "method"),
+            ("{\"method\":7}", "method"), ("{\"method\":\"org.composefs.Repository.Fsck\",\"parameters\":[]}", "parameters"),
+            ("{\"method\":\"org.composefs.Repository.Fsck\",\"more\":\"yes\"}", "more"),
+        ] {
+            guard case let .error(error) = try roundTrip(Array(bad.utf8)) else { throw Failure("\(bad) was answered") }
+            #expect(error.name == "org.varlink.service.InvalidParameter", "\(bad)")
+            #expect(JSONValue.object(error.parameters)["parameter"] == .string(parameter), "\(bad)")
+        }
+        // The same connection still answers calls; a oneway call gets no reply.
+        try connection.send(VarlinkCall(method: "org.varlink.service.GetInfo", oneway: true).encoded)
+        guard case let .parameters(values, continues) = try roundTrip(VarlinkCall(method: "org.varlink.service.GetInfo").encoded) else {
+            throw Failure("GetInfo failed")
+        }
+        #expect(JSONValue.object(values)["product"] == .string("cfsctl"))
+        #expect(continues == nil)
+    }
+
+    /// A message past the size limit is answered with an error and ends that connection only;
+    /// a client that stops mid-message holds up nobody else.
+    @Test func hugeMessagesAndSlowClients() throws {
+        let service = try VarlinkService()
+        let slow = try service.connect()
+        let partial = Array("{\"method\":\"org.varlink.ser".utf8)
+        #expect(partial.withUnsafeBytes { write(slow.socket.raw, $0.baseAddress, $0.count) } == partial.count)
+
+        let huge = try service.connect()
+        let chunk = [UInt8](repeating: UInt8(ascii: " "), count: 1 << 20)
+        var sent = 0
+        var answered = false
+        // Writes stop once the server has given up on the connection.
+        while sent < VarlinkConnection.maximumMessageSize + (2 << 20) {
+            let count = chunk.withUnsafeBytes { send(huge.socket.raw, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if count <= 0 { break }
+            sent += count
+        }
+        if let message = try? huge.receive(), case let .error(error) = try VarlinkReply(decoding: message.bytes) {
+            #expect(error.name == "org.varlink.service.InvalidParameter")
+            answered = true
+        }
+        #expect(answered)
+        #expect(try huge.receive() == nil)
+
+        // Others are served meanwhile, several at once.
+        let group = DispatchGroup()
+        let products = Mutex<[JSONValue?]>([])
+        for _ in 0..<8 {
+            DispatchQueue.global().async(group: group) {
+                let product = try? service.reply("org.varlink.service.GetInfo")["product"]
+                products.withLock { $0.append(product) }
+            }
+        }
+        #expect(group.wait(timeout: .now() + 30) == .success)
+        let answers = products.withLock { $0 }
+        #expect(answers.count == 8 && answers.allSatisfy { $0 == .string("cfsctl") })
+        withExtendedLifetime(slow) {}
+    }
+}
+
+// MARK: org.composefs.Oci
+
+extension VarlinkTests {
+    /// An OCI layout of scripts/make-oci-image.py's test image (python3 only: no zstd layer).
+    func ociLayout() throws -> String {
+        let layout = work.url.appendingPathComponent("layout").path
+        try OCIFixture.makeImage(layout, ["--no-zstd"])
+        return "oci:" + layout + ":test"
+    }
+
+    static let python = findExecutable("python3") != nil
+
+    func frames(_ replies: [(reply: VarlinkReply, descriptors: [FileDescriptor])]) throws -> [JSONValue] {
+        try replies.map { item in
+            guard case let .parameters(values, _) = item.reply else { throw Failure("a frame failed: \(item.reply)") }
+            return .object(values)
+        }
+    }
+
+    @Test(.enabled(if: VarlinkTests.python)) func pullListInspectTagCheck() throws {
+        let repo = work.url.appendingPathComponent("repo").path
+        _ = try cfsctl(["--repo", repo, "init", "--insecure"])
+        let image = try ociLayout()
+        let service = try VarlinkService(command: ["oci", "varlink"])
+        let handle = JSONValue.integer(try service.open(repo))
+
+        #expect(try service.reply("org.composefs.Oci.ListImages", [("handle", handle)])["images"] == .array([]))
+        // Streamed: progress frames that continue (one event each), then `completed`.
+        let pull: [(String, JSONValue)] = [
+            ("handle", handle), ("image", .string(image)), ("name", .string("myimage:v1")), ("local_fetch", .string("disabled")),
+            ("storage_root", .null), ("bootable", .bool(false)),
+        ]
+        let replies = try service.call("org.composefs.Oci.Pull", pull, more: true)
+        let frames = try frames(replies)
+        #expect(frames.count > 1)
+        for (index, item) in replies.enumerated() {
+            guard case let .parameters(_, continues) = item.reply else { continue }
+            #expect(continues == (index < replies.count - 1))
+        }
+        for frame in frames.dropLast() {
+            guard case let .object(members) = frame else { continue }
+            #expect(members.count == 1 && ["started", "progress", "skipped", "done", "message"].contains(members[0].0), "\(frame)")
+        }
+        guard let completed = frames.last?["completed"], case let .string(manifestDigest)? = completed["manifest_digest"] else {
+            throw Failure("no completed frame: \(frames)")
+        }
+        #expect(manifestDigest.hasPrefix("sha256:"))
+        for key in ["config_digest", "manifest_verity", "config_verity", "stats"] {
+            if case let .string(value)? = completed[key] { #expect(!value.isEmpty, "\(key)") } else { Issue.record("\(key) missing: \(completed)") }
+        }
+        #expect(completed["boot_image"] == .null)
+
+        // Without `more`: one reply. A second pull finds everything stored.
+        let again = try service.call("org.composefs.Oci.Pull", pull)
+        #expect(again.count == 1)
+        if case let .parameters(values, continues) = again[0].reply {
+            #expect(continues == nil)
+            #expect(JSONValue.object(values)["completed"]?["manifest_digest"] == .string(manifestDigest))
+        }
+
+        var reply = try service.reply("org.composefs.Oci.ListImages", [("handle", handle)])
+        let cliImages = try JSONValue.parse(Array(try cfsctl(["--repo", repo, "oci", "images", "--json"]).utf8))
+        #expect(reply == cliImages)
+        guard case let .array(images)? = reply["images"], images.count == 1 else { throw Failure("\(reply)") }
+        #expect(images[0]["name"] == .string("myimage:v1"))
+        #expect(images[0]["manifest_digest"] == .string(manifestDigest))
+        #expect(try service.reply("org.composefs.Oci.ListImages", [("handle", handle), ("filter", .string("nope"))])["images"] == .array([]))
+        #expect(try service.reply("org.composefs.Oci.ListImages", [("handle", handle), ("filter", .string("image:"))]) == cliImages)
+
+        reply = try service.reply("org.composefs.Oci.Inspect", [("handle", handle), ("image", .string("myimage:v1"))])
+        #expect(reply == (try JSONValue.parse(Array(try cfsctl(["--repo", repo, "oci", "inspect", "myimage:v1"]).utf8))))
+        guard case let .string(manifest)? = reply["manifest"] else { throw Failure("\(reply)") }
+        #expect(try JSONValue.parse(Array(manifest.utf8))["schemaVersion"] == .integer(2))
+        #expect(try service.reply("org.composefs.Oci.Inspect", [("handle", handle), ("image", .string("@" + manifestDigest))]) == reply)
+        for missing in ["does-not-exist", "@sha256:" + String(repeating: "0", count: 64)] {
+            let error = try service.error("org.composefs.Oci.Inspect", [("handle", handle), ("image", .string(missing))])
+            #expect(error.name == "org.composefs.Oci.NoSuchImage")
+            #expect(JSONValue.object(error.parameters)["image"] == .string(missing.hasPrefix("@") ? String(missing.dropFirst()) : missing))
+        }
+
+        _ = try service.reply(
+            "org.composefs.Oci.Tag", [("handle", handle), ("manifest_digest", .string(manifestDigest)), ("name", .string("myimage:latest"))])
+        reply = try service.reply("org.composefs.Oci.ListImages", [("handle", handle)])
+        if case let .array(tagged)? = reply["images"] {
+            #expect(Set(tagged.compactMap { image -> String? in if case let .string(name)? = image["name"] { name } else { nil } })
+                == ["myimage:v1", "myimage:latest"])
+        }
+        _ = try service.reply("org.composefs.Oci.Untag", [("handle", handle), ("name", .string("myimage:v1"))])
+        reply = try service.reply("org.composefs.Oci.ListImages", [("handle", handle)])
+        if case let .array(left)? = reply["images"] { #expect(left.count == 1 && left[0]["name"] == .string("myimage:latest")) }
+        #expect(
+            try service.error("org.composefs.Oci.Untag", [("handle", handle), ("name", .string("myimage:v1"))]).name
+                == "org.composefs.Oci.InternalError")
+        #expect(
+            try service.error("org.composefs.Oci.Tag", [("handle", handle), ("manifest_digest", .string("nonsense")), ("name", .string("x"))]).name
+                == "org.composefs.Oci.InternalError")
+
+        for (bootable, xattrs) in [(false, JSONValue.null), (true, .string("KeepUserXattrs"))] {
+            reply = try service.reply(
+                "org.composefs.Oci.ComputeId",
+                [("handle", handle), ("image", .string("myimage:latest")), ("verity", .null), ("bootable", .bool(bootable)), ("xattrs", xattrs)])
+            let cli = try cfsctl(
+                ["--repo", repo, "oci", "compute-id", "myimage:latest"] + (bootable ? ["--bootable", "--xattrs", "keep-user-xattrs"] : []))
+            #expect(reply["image_id"] == .string(cli.trimmingCharacters(in: .whitespacesAndNewlines)))
+        }
+        #expect(
+            try service.error("org.composefs.Oci.ComputeId", [("handle", handle), ("image", .string("myimage:latest"))]).name
+                == "org.varlink.service.InvalidParameter")
+        #expect(
+            try service.error(
+                "org.composefs.Oci.ComputeId",
+                [("handle", handle), ("image", .string("myimage:latest")), ("bootable", .bool(false)), ("xattrs", .string("All"))]).name
+                == "org.varlink.service.InvalidParameter")
+
+        reply = try service.reply("org.composefs.Oci.Check", [("handle", handle)])
+        #expect(reply["ok"] == .bool(true))
+        #expect(reply["images_checked"] == .integer(1))
+        #expect(reply["images_corrupted"] == .integer(0))
+        #expect(reply["errors"] == .array([]))
+        #expect(reply["repo"]?["ok"] == .bool(true))
+        #expect(reply == (try JSONValue.parse(Array(try cfsctl(["--repo", repo, "oci", "fsck", "--json"]).utf8))))
+        reply = try service.reply("org.composefs.Oci.Check", [("handle", handle), ("image", .string("nothing"))])
+        #expect(reply["ok"] == .bool(false))
+
+        // Layers by diff_id.
+        guard case let .string(config)? = try service.reply("org.composefs.Oci.Inspect", [("handle", handle), ("image", .string("myimage:latest"))])["config"],
+            case let .array(diffIDs)? = try JSONValue.parse(Array(config.utf8))["rootfs"]?["diff_ids"], case let .string(diffID)? = diffIDs.first
+        else { throw Failure("no diff_ids") }
+        reply = try service.reply("org.composefs.Oci.HasLayer", [("handle", handle), ("diff_id", .string(diffID))])
+        #expect(reply["present"] == .bool(true))
+        if case let .string(verity)? = reply["layer_verity"] { #expect(verity.count == 128) } else { Issue.record("\(reply)") }
+        reply = try service.reply("org.composefs.Oci.HasLayer", [("handle", handle), ("diff_id", .string("sha256:" + String(repeating: "0", count: 64)))])
+        #expect(reply["present"] == .bool(false))
+        #expect(reply["layer_verity"] == .null)
+        #expect(
+            try service.error("org.composefs.Oci.HasLayer", [("handle", handle), ("diff_id", .string("bad"))]).name == "org.composefs.Oci.InvalidDigest")
+    }
+
+    @Test(.enabled(if: VarlinkTests.python)) func pullErrorsAndBootImages() throws {
+        let repo = work.url.appendingPathComponent("repo").path
+        _ = try cfsctl(["--repo", repo, "init", "--insecure"])
+        let image = try ociLayout()
+        let service = try VarlinkService()
+        let handle = JSONValue.integer(try service.open(repo))
+        func pull(_ extra: [(String, JSONValue)], bootable: Bool = false, source: String? = nil) throws -> [(reply: VarlinkReply, descriptors: [FileDescriptor])] {
+            try service.call(
+                "org.composefs.Oci.Pull",
+                [("handle", handle), ("image", .string(source ?? image)), ("local_fetch", .string("disabled")), ("bootable", .bool(bootable))] + extra,
+                more: true)
+        }
+        func failure(_ replies: [(reply: VarlinkReply, descriptors: [FileDescriptor])]) -> VarlinkError? {
+            if case let .error(error)? = replies.last?.reply { return error }
+            return nil
+        }
+        let hex = String(repeating: "a", count: 128)
+        #expect(failure(try pull([("expected_digest", .string(hex))]))?.name == "org.composefs.Oci.InvalidRequest")
+        #expect(
+            failure(try pull([("expected_digest", .string(hex)), ("xattrs", .string("AllowlistOnly"))], bootable: true))?.name
+                == "org.composefs.Oci.InvalidRequest")
+        #expect(failure(try pull([("expected_digest", .string("xyz"))], bootable: true))?.name == "org.composefs.Oci.InvalidDigest")
+        let missing = failure(try pull([], source: "oci:" + work.url.path + "/no-layout"))
+        #expect(missing?.name == "org.composefs.Oci.InternalError")
+        #expect(try service.reply("org.composefs.Oci.ListImages", [("handle", handle)])["images"] == .array([]))
+
+        // Bootable: the boot image is the one `oci compute-id --bootable` names; an expected digest
+        // that matches nothing is BootImageMismatch.
+        let frames = try frames(try pull([("name", .string("boot"))], bootable: true))
+        guard let completed = frames.last?["completed"] else { throw Failure("\(frames)") }
+        let bootID = try cfsctl(["--repo", repo, "oci", "compute-id", "--bootable", "boot"]).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(completed["boot_image"] == .string(bootID))
+        #expect(completed["boot_image_mode"] == .string("allowlist-only"))
+        #expect(completed["boot_image_format_version"] == .string("V1"))
+        let found = try self.frames(try pull([("expected_digest", .string(bootID))], bootable: true)).last?["completed"]
+        #expect(found?["boot_image"] == .string(bootID))
+        let mismatch = failure(try pull([("expected_digest", .string(hex))], bootable: true))
+        #expect(mismatch?.name == "org.composefs.Oci.BootImageMismatch")
+        #expect(mismatch.map { JSONValue.object($0.parameters)["expected"] } == .string(hex))
+    }
+}
+
+// MARK: Mounts, socket activation, varlinkctl
+
+extension VarlinkTests {
+    /// Attaches a detached mount descriptor at a new directory, checks `check` there, unmounts.
+    func attach(_ mount: FileDescriptor, check: (String) throws -> Void) throws {
+        let target = work.url.appendingPathComponent("mnt-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+        #expect(cfs_move_mount_to(mount.raw, target) == 0)
+        defer { _ = cfs_umount(target, 1) }
+        try check(target)
+    }
+
+    @Test(.enabled(if: MountEnvironment.canMount)) func mountsAreDescriptors() throws {
+        let (repo, rootfs) = try repositoryWithImage()
+        let service = try VarlinkService()
+        let handle = JSONValue.integer(try service.open(repo))
+        let replies = try service.call(
+            "org.composefs.Repository.Mount", [("handle", handle), ("name", .string("my-image")), ("options", .object([]))])
+        guard replies.count == 1, case let .parameters(values, _) = replies[0].reply, let mount = replies[0].descriptors.first else {
+            throw Failure("Mount: \(replies.map(\.reply))")
+        }
+        #expect(JSONValue.object(values)["fd_index"] == .integer(0))
+        try attach(mount) { target in
+            #expect(FileManager.default.contents(atPath: target + "/usr/lib/readme.txt") == Data("test fixture\n".utf8))
+            #expect(FileManager.default.contents(atPath: target + "/usr/bin/hello")
+                == FileManager.default.contents(atPath: rootfs + "/usr/bin/hello"))
+        }
+
+        // An overlay: the upper and work directories passed as descriptors, written through.
+        let upper = work.url.appendingPathComponent("upper").path
+        let workdir = work.url.appendingPathComponent("work").path
+        for directory in [upper, workdir] { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        let upperFD = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let workFD = open(workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        defer {
+            close(upperFD)
+            close(workFD)
+        }
+        let options: [(String, JSONValue)] = [("overlay", .bool(true)), ("read_write", .bool(true))]
+        let overlay = try service.call(
+            "org.composefs.Repository.Mount", [("handle", handle), ("name", .string("my-image")), ("options", .object(options))],
+            descriptors: [upperFD, workFD])
+        guard let writable = overlay.first?.descriptors.first else { throw Failure("overlay Mount: \(overlay.map(\.reply))") }
+        try attach(writable) { target in
+            try Data("new\n".utf8).write(to: URL(fileURLWithPath: target + "/etc/new-file"))
+        }
+        #expect(FileManager.default.contents(atPath: upper + "/etc/new-file") == Data("new\n".utf8))
+
+        // The descriptors must fit the options.
+        var error = try service.error(
+            "org.composefs.Repository.Mount", [("handle", handle), ("name", .string("my-image")), ("options", .object(options))])
+        #expect(error.name == "org.composefs.Repository.InvalidSpec")
+        error = try service.error("org.composefs.Repository.Mount", [("handle", handle), ("name", .string("nothing")), ("options", .object([]))])
+        #expect(error.name == "org.composefs.Repository.InternalError")
+        error = try service.error("org.composefs.Repository.Mount", [("handle", handle), ("name", .string("my-image"))])
+        #expect(error.name == "org.varlink.service.InvalidParameter")
+    }
+
+    @Test(.enabled(if: MountEnvironment.canMount && VarlinkTests.python)) func ociMountIsADescriptor() throws {
+        let repo = work.url.appendingPathComponent("repo").path
+        _ = try cfsctl(["--repo", repo, "init", "--insecure"])
+        let layout = try ociLayout()
+        _ = try cfsctl(["--repo", repo, "oci", "pull", layout, "mounted"])
+        let service = try VarlinkService()
+        let handle = JSONValue.integer(try service.open(repo))
+        let replies = try service.call(
+            "org.composefs.Oci.OciMount", [("handle", handle), ("image", .string("mounted")), ("bootable", .bool(false)), ("options", .object([]))])
+        guard let mount = replies.first?.descriptors.first else { throw Failure("OciMount: \(replies.map(\.reply))") }
+        let dumped = try cfsctl(["--repo", repo, "oci", "dump", "mounted"])
+        try attach(mount) { target in
+            // Every path the image's dumpfile lists is there.
+            for line in dumped.split(separator: "\n").prefix(40) {
+                let path = String(line.split(separator: " ")[0])
+                guard !path.contains("\\") else { continue }
+                var info = stat()
+                #expect(lstat(target + path, &info) == 0, "\(path)")
+            }
+        }
+        var error = try service.error(
+            "org.composefs.Oci.OciMount", [("handle", handle), ("image", .string("nothing")), ("bootable", .bool(false)), ("options", .object([]))])
+        #expect(error.name == "org.composefs.Oci.NoSuchImage")
+        error = try service.error(
+            "org.composefs.Oci.OciMount", [("handle", handle), ("image", .string("mounted")), ("bootable", .bool(true)), ("options", .object([]))])
+        #expect(error.name == "org.composefs.Oci.InternalError")
+        #expect(JSONValue.object(error.parameters)["message"] == .string("No boot EROFS image linked"))
+    }
+
+    static let socketActivate = findExecutable("systemd-socket-activate")
+
+    /// Started with a listening socket on descriptor 3 (no arguments), and with one connection
+    /// per process (`--accept`, as `varlinkctl exec:` hands one over).
+    @Test(.enabled(if: VarlinkTests.socketActivate != nil)) func socketActivation() throws {
+        let (repo, _) = try repositoryWithImage()
+        let cfsctl = productsDirectory().appendingPathComponent("cfsctl").path
+        for launcher in [
+            [Self.socketActivate ?? "", "-l", "@SOCKET@", cfsctl], [Self.socketActivate ?? "", "-l", "@SOCKET@", cfsctl, "varlink"],
+            [Self.socketActivate ?? "", "-l", "@SOCKET@", "--accept", cfsctl],
+        ] {
+            let service = try VarlinkService(launcher: launcher)
+            // One connection: with --accept, each is served by a process of its own.
+            let connection = try service.connect()
+            let opened = try connection.call(VarlinkCall(method: "org.composefs.Repository.OpenRepository", parameters: VarlinkParameters([("path", .string(repo))])))
+            guard case let .parameters(values, _)? = opened.first?.reply, case let .integer(handle)? = JSONValue.object(values)["handle"] else {
+                throw Failure("OpenRepository: \(opened.map(\.reply))")
+            }
+            #expect(handle >= 1)
+            // Repositories are opened with the default flags: an insecure one is recognized as such.
+            let fsck = try connection.call(VarlinkCall(method: "org.composefs.Repository.Fsck", parameters: VarlinkParameters([("handle", .integer(handle))])))
+            guard case let .parameters(report, _)? = fsck.first?.reply else { throw Failure("Fsck: \(fsck.map(\.reply))") }
+            #expect(JSONValue.object(report)["ok"] == .bool(true))
+        }
+    }
+
+    static let varlinkctl = findExecutable("varlinkctl")
+
+    @Test(.enabled(if: VarlinkTests.varlinkctl != nil)) func varlinkctlCalls() throws {
+        let (repo, _) = try repositoryWithImage()
+        let service = try VarlinkService()
+        func varlinkctl(_ arguments: [String]) throws -> ProcessResult { try run(Self.varlinkctl ?? "", ["--json=short"] + arguments) }
+        let open = try varlinkctl(["call", service.socket, "org.composefs.Repository.OpenRepository", "{\"path\":\"\(repo)\"}"])
+        #expect(open.status == 0, "\(open.stderr)")
+        guard case let .integer(handle)? = try JSONValue.parse(Array(open.stdout.utf8))["handle"] else { throw Failure(open.stdout) }
+        let fsck = try varlinkctl(["call", service.socket, "org.composefs.Repository.Fsck", "{\"handle\":\(handle)}"])
+        #expect(try JSONValue.parse(Array(fsck.stdout.utf8))["ok"] == .bool(true))
+        let failed = try varlinkctl(["call", service.socket, "org.composefs.Repository.Fsck", "{\"handle\":999}"])
+        #expect(failed.status != 0 && failed.stderr.contains("InvalidHandle"))
+        let introspect = try varlinkctl(["introspect", service.socket, "org.composefs.Repository"])
+        #expect(introspect.status == 0 && introspect.stdout.contains("OpenRepository"), "\(introspect.stderr)")
+    }
+}
