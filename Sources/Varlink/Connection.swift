@@ -11,11 +11,17 @@ import Glibc
 public enum VarlinkConnectionError: Error, Sendable, CustomStringConvertible {
     /// More than `maximumMessageSize` bytes without a NUL: the stream cannot be resynchronized.
     case messageTooLarge(limit: Int)
+    /// The service closed the connection before the reply (client side).
+    case closedBeforeReply(path: String)
+    /// A reply that is not varlink JSON (client side).
+    case malformedReply(path: String)
     case system(SystemError)
 
     public var description: String {
         switch self {
         case let .messageTooLarge(limit): "message larger than \(limit) bytes"
+        case let .closedBeforeReply(path): "\(path): connection closed before the reply"
+        case let .malformedReply(path): "\(path): the reply is not a varlink message"
         case let .system(error): error.description
         }
     }
@@ -70,7 +76,10 @@ public final class VarlinkConnection: @unchecked Sendable {
                 cvl_receive_with_fds(socket.raw, bytes.baseAddress, bytes.count, &descriptors, CVL_MAX_FDS, &descriptorCount)
             }
             for fd in descriptors.prefix(Int(descriptorCount)) {
-                pendingDescriptors.append(FileDescriptor(owning: fd, path: "descriptor from \(socket.path)"))
+                let descriptor = FileDescriptor(owning: fd, path: "descriptor from \(socket.path)")
+                // One message carries at most what one sendmsg can: more would only exhaust
+                // the process's descriptors, so the rest are closed.
+                if pendingDescriptors.count < Int(CVL_MAX_FDS) { pendingDescriptors.append(descriptor) }
             }
             if count < 0 {
                 if -count == ECONNRESET { return nil }
@@ -111,13 +120,9 @@ public final class VarlinkConnection: @unchecked Sendable {
         guard !call.oneway else { return [] }
         var replies: [(reply: VarlinkReply, descriptors: [FileDescriptor])] = []
         while true {
-            guard let message = try receive() else {
-                throw .system(SystemError("read reply from", path: socket.path, code: ECONNRESET))
-            }
+            guard let message = try receive() else { throw .closedBeforeReply(path: socket.path) }
             let reply: VarlinkReply
-            do { reply = try VarlinkReply(decoding: message.bytes) } catch {
-                throw .system(SystemError("parse reply from", path: socket.path, code: EBADMSG))
-            }
+            do { reply = try VarlinkReply(decoding: message.bytes) } catch { throw .malformedReply(path: socket.path) }
             replies.append((reply, message.fileDescriptors))
             if case .parameters(_, continues: true) = reply { continue }
             return replies

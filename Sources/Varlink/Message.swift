@@ -35,8 +35,6 @@ public struct VarlinkError: Error, Sendable, CustomStringConvertible {
     public static func invalidParameter(_ parameter: String) -> VarlinkError {
         VarlinkError("org.varlink.service.InvalidParameter", [("parameter", .string(parameter))])
     }
-
-    public static let expectedMore = VarlinkError("org.varlink.service.ExpectedMore")
 }
 
 /// A method call as received.

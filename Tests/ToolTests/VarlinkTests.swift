@@ -371,7 +371,7 @@ extension VarlinkTests {
         }
     }
 
-    @Test(.enabled(if: VarlinkTests.python)) func pullListInspectTagCheck() throws {
+    @Test(.enabled(if: VarlinkTests.python, "python3 builds the OCI test image")) func pullListInspectTagCheck() throws {
         let repo = work.url.appendingPathComponent("repo").path
         _ = try cfsctl(["--repo", repo, "init", "--insecure"])
         let image = try ociLayout()
@@ -490,7 +490,7 @@ extension VarlinkTests {
             try service.error("org.composefs.Oci.HasLayer", [("handle", handle), ("diff_id", .string("bad"))]).name == "org.composefs.Oci.InvalidDigest")
     }
 
-    @Test(.enabled(if: VarlinkTests.python)) func pullErrorsAndBootImages() throws {
+    @Test(.enabled(if: VarlinkTests.python, "python3 builds the OCI test image")) func pullErrorsAndBootImages() throws {
         let repo = work.url.appendingPathComponent("repo").path
         _ = try cfsctl(["--repo", repo, "init", "--insecure"])
         let image = try ociLayout()
@@ -623,7 +623,7 @@ extension VarlinkTests {
 
     /// Started with a listening socket on descriptor 3 (no arguments), and with one connection
     /// per process (`--accept`, as `varlinkctl exec:` hands one over).
-    @Test(.enabled(if: VarlinkTests.socketActivate != nil)) func socketActivation() throws {
+    @Test(.enabled(if: VarlinkTests.socketActivate != nil, "systemd-socket-activate (systemd) is not installed")) func socketActivation() throws {
         let (repo, _) = try repositoryWithImage()
         let cfsctl = productsDirectory().appendingPathComponent("cfsctl").path
         for launcher in [
@@ -647,7 +647,7 @@ extension VarlinkTests {
 
     static let varlinkctl = findExecutable("varlinkctl")
 
-    @Test(.enabled(if: VarlinkTests.varlinkctl != nil)) func varlinkctlCalls() throws {
+    @Test(.enabled(if: VarlinkTests.varlinkctl != nil, "varlinkctl (systemd 255 or later) is not installed")) func varlinkctlCalls() throws {
         let (repo, _) = try repositoryWithImage()
         let service = try VarlinkService()
         func varlinkctl(_ arguments: [String]) throws -> ProcessResult { try run(Self.varlinkctl ?? "", ["--json=short"] + arguments) }
