@@ -25,12 +25,14 @@ enum DetachedTree {
     static func isSupported() -> Bool {
         var names = utsname()
         guard uname(&names) == 0 else { return false }
-        // "6.15.0-…": the first two runs of digits (read as bytes: Unicode properties would
-        // cost more page faults than the rest of the run).
-        let numbers = withUnsafeBytes(of: names.release) { release in
-            release.prefix { $0 != 0 }.split { !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }.prefix(2)
-                .map { $0.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) } }
-        }
+        return withUnsafeBytes(of: names.release) { isSupported(kernelRelease: $0.prefix { $0 != 0 }) }
+    }
+
+    /// "6.15.0-…" and later: the first two runs of digits, read as bytes (Unicode properties
+    /// would cost more page faults than the rest of the run).
+    static func isSupported(kernelRelease: some Collection<UInt8>) -> Bool {
+        let numbers = kernelRelease.split { !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }.prefix(2)
+            .map { $0.reduce(0) { $0 &* 10 &+ Int($1 - UInt8(ascii: "0")) } }
         guard numbers.count == 2 else { return false }
         return (numbers[0], numbers[1]) >= (6, 15)
     }
