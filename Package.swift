@@ -10,6 +10,7 @@ let package = Package(
         .executable(name: "composefs-fuse", targets: ["composefs-fuse"]),
         .executable(name: "mount.composefs", targets: ["mount.composefs"]),
         .executable(name: "cfsctl", targets: ["cfsctl"]),
+        .executable(name: "composefs-setup-root", targets: ["composefs-setup-root"]),
         .library(name: "ComposeFSBase", targets: ["ComposeFSBase"]),
         .library(name: "FsVerity", targets: ["FsVerity"]),
         .library(name: "EROFS", targets: ["EROFS"]),
@@ -117,10 +118,25 @@ let package = Package(
                 "FsVerity", "ComposeFSCLI", "ComposeFSVarlink", "Varlink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        // The initramfs helper: the image named on the kernel command line becomes the root.
+        .target(
+            name: "SetupRoot",
+            dependencies: ["ComposeFS", "ComposeFSBase", "ComposeFSMount", "FsVerity", "Repository", "CComposeFSSys"]),
+        // Goes into every initramfs, so in release it is one static executable needing nothing
+        // but the kernel (no Foundation, no argument parser), with unused code dropped.
+        .executableTarget(
+            name: "composefs-setup-root",
+            dependencies: ["SetupRoot"],
+            linkerSettings: [
+                .unsafeFlags(
+                    ["-static-executable", "-Xlinker", "--gc-sections", "-Xlinker", "--strip-all"],
+                    .when(configuration: .release))
+            ]),
         // Helpers shared by the test targets (a reproducible random generator, a scratch repository).
         .target(name: "TestSupport", dependencies: ["Repository"], path: "Tests/TestSupport"),
         .testTarget(name: "FsVerityTests", dependencies: ["FsVerity", "ComposeFSBase", "TestSupport"]),
         .testTarget(name: "RepositoryTests", dependencies: ["Repository", "FsVerity", "TestSupport"]),
+        .testTarget(name: "SetupRootTests", dependencies: ["SetupRoot"]),
         .testTarget(
             name: "OCITests", dependencies: ["OCI", "Repository", "ComposeFS", "ComposeFSBase", "FsVerity", "FuzzHarnesses", "TestSupport"],
             // Fuzzer inputs, read through #filePath.

@@ -39,4 +39,6 @@ if [ "${CI:-}" = true ] && [ ! -d ../shared/vectors/composefs-assets ]; then
 fi
 
 swift build --build-tests
+# The initramfs helper's release build (static, at most 10 MB), checked by SetupRootTests.
+swift build -c release --product composefs-setup-root
 swift test --skip-build --parallel --num-workers 2

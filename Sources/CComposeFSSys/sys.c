@@ -158,6 +158,46 @@ int cfs_move_mount_to(int mount_fd, const char *target_path)
 	return 0;
 }
 
+int cfs_o_path(void)
+{
+	return O_PATH;
+}
+
+int cfs_open_tree_clone(int dir_fd, const char *path)
+{
+	unsigned int flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (path[0] == '\0' ? AT_EMPTY_PATH : 0);
+	int fd = (int)syscall(SYS_open_tree, dir_fd, path, flags);
+	return fd < 0 ? -errno : fd;
+}
+
+int cfs_move_mount_onto(int mount_fd, int to_dir_fd, const char *to_path)
+{
+	if (syscall(SYS_move_mount, mount_fd, "", to_dir_fd, to_path, MOVE_MOUNT_F_EMPTY_PATH) != 0)
+		return -errno;
+	return 0;
+}
+
+int cfs_mount_bind(const char *source, const char *target)
+{
+	if (mount(source, target, NULL, MS_BIND, NULL) != 0)
+		return -errno;
+	return 0;
+}
+
+int cfs_mount_make_private(const char *target)
+{
+	if (mount(NULL, target, NULL, MS_PRIVATE, NULL) != 0)
+		return -errno;
+	return 0;
+}
+
+int cfs_mount_move(const char *source, const char *target)
+{
+	if (mount(source, target, NULL, MS_MOVE, NULL) != 0)
+		return -errno;
+	return 0;
+}
+
 int cfs_mount_set_idmap(int mount_fd, int userns_fd)
 {
 	struct mount_attr attr;

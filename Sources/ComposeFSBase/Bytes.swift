@@ -128,7 +128,9 @@ public protocol ByteStorage {
 
 extension Array: ByteStorage where Element == UInt8 {}
 extension ArraySlice: ByteStorage where Element == UInt8 {}
-extension UnsafeRawBufferPointer: ByteStorage {}
+extension UnsafeRawBufferPointer: ByteStorage {
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R { try body(self) }
+}
 
 /// Byte-wise comparison with memcmp semantics (unsigned, the shorter of a common prefix first).
 @inline(__always)

@@ -27,12 +27,12 @@ public enum ComposefsMount {
         let mounter = Mounter(
             imageName: imageName, image: imageFileDescriptor, mountpoint: mountpoint, options: options,
             mechanisms: Mechanism.allCases, forceLoopDevice: false)
-        try mounter.run()
+        _ = try mounter.run()
     }
 
-    /// The image mounted (as `mount` would) but attached nowhere: the overlayfs mount's
-    /// descriptor, for the caller to attach with move_mount(2) or hand on. Needs the new mount
-    /// API (Linux 6.5 and later for data-only layers).
+    /// Mounts an image already open as `imageFileDescriptor` (the caller keeps ownership) but
+    /// attaches it nowhere: the overlayfs mount comes back as a descriptor for move_mount(2).
+    /// Needs the new mount API; fails as mount(2) would on kernels without it.
     public static func detachedMount(
         imageFileDescriptor: Int32, imageName: String, options: MountOptions
     ) throws(MountError) -> FileDescriptor {
@@ -67,24 +67,20 @@ public enum ComposefsMount {
         let mounter = Mounter(
             imageName: path, image: image.raw, mountpoint: mountpoint, options: options,
             mechanisms: mechanisms, forceLoopDevice: forceLoopDevice)
-        try mounter.run()
+        _ = try mounter.run()
     }
 }
 
 private struct Mounter {
     let imageName: String
     let image: Int32
-    /// Where to attach the mount; nil leaves it detached, its descriptor returned.
+    /// Where the mount goes; nil leaves it detached, for the caller to attach.
     let mountpoint: String?
     let options: MountOptions
     let mechanisms: [ComposefsMount.Mechanism]
     let forceLoopDevice: Bool
 
-    /// The source name overlayfs shows for the mount (as the reference tools use).
-    static let source = "composefs"
-
-    /// Mounts; the overlayfs mount's descriptor when there is no mountpoint to attach it to.
-    @discardableResult
+    /// Mounts the image; without a mountpoint, returns the detached mount.
     func run() throws(MountError) -> FileDescriptor? {
         try checkImageDigest()
         let header = try readHeader()
@@ -101,12 +97,12 @@ private struct Mounter {
                 switch mechanism {
                 case .detachedLayer:
                     guard let erofs = try detachedErofs(hasACL: hasACL, userNamespace: userNamespace) else { continue }
-                    return try overlay(lower: .detachedMount(erofs), verity: verity)
+                    return try attach(try overlay(lower: .detachedMount(erofs), verity: verity))
                 case .temporaryMount:
                     guard let erofs = try detachedErofs(hasACL: hasACL, userNamespace: userNamespace) else { continue }
                     let attached = try TemporaryMount(attaching: erofs)
                     defer { attached.remove() }
-                    return try overlay(lower: .path(attached.path), verity: verity)
+                    return try attach(try overlay(lower: .path(attached.path), verity: verity))
                 case .legacyOptions:
                     guard userNamespace == nil else {
                         throw .invalidOptions("idmap needs the new mount API, which this kernel lacks")
@@ -256,8 +252,16 @@ private struct Mounter {
         case path(String)
     }
 
-    /// overlayfs over `lower`, attached at the mountpoint, or returned detached without one.
-    private func overlay(lower: Layer, verity: Bool) throws(MountError) -> FileDescriptor? {
+    /// Moves a detached mount onto the mountpoint; without one, hands it back.
+    private func attach(_ mount: FileDescriptor) throws(MountError) -> FileDescriptor? {
+        guard let mountpoint else { return mount }
+        let result = cfs_move_mount_to(mount.raw, mountpoint)
+        guard result == 0 else { throw .system(SystemError("mount on", path: mountpoint, code: -result)) }
+        return nil
+    }
+
+    /// The detached overlayfs mount of the image's EROFS `lower` and the object stores.
+    private func overlay(lower: Layer, verity: Bool) throws(MountError) -> FileDescriptor {
         guard let context = try FileSystemContext(type: "overlay") else {
             throw .system(SystemError("fsopen", path: "overlay", code: ENOSYS))
         }
@@ -266,7 +270,7 @@ private struct Mounter {
         guard !context.accepts("unsupported", "unsupported") else {
             throw .system(SystemError("fsconfig", path: "overlay", code: ENOSYS))
         }
-        try context.set("source", Self.source)
+        try context.set("source", options.source)
         try context.set("metacopy", "on")
         try context.set("redirect_dir", "on")
         if verity { try context.set("verity", "require") }
@@ -282,12 +286,7 @@ private struct Mounter {
             try context.set("workdir", workdir)
         }
         try context.create(describing: mountpoint ?? imageName)
-        let mount = try context.mount(readOnly: options.readOnly)
-        guard let mountpoint else { return mount }
-        defer { withExtendedLifetime(mount) {} }
-        let result = cfs_move_mount_to(mount.raw, mountpoint)
-        guard result == 0 else { throw .system(SystemError("mount on", path: mountpoint, code: -result)) }
-        return nil
+        return try context.mount(readOnly: options.readOnly)
     }
 
     /// mount(2) with an option string. Data-only layers (`::`) came in Linux 6.5; older
@@ -304,7 +303,7 @@ private struct Mounter {
         for separator in ["::", ":"] {
             let lowerdirs = ([lower] + options.basedirs).map(escape).joined(separator: separator)
             let data = "metacopy=on,redirect_dir=on,lowerdir=\(lowerdirs)\(upper)\(verity ? ",verity=require" : "")"
-            result = cfs_mount_legacy(Self.source, mountpoint, "overlay", options.readOnly ? 1 : 0, separator == "::" ? 1 : 0, data)
+            result = cfs_mount_legacy(options.source, mountpoint, "overlay", options.readOnly ? 1 : 0, separator == "::" ? 1 : 0, data)
             if result != -EINVAL { break }
         }
         guard result == 0 else { throw .system(SystemError("mount overlay on", path: mountpoint, code: -result)) }
@@ -319,12 +318,12 @@ private func openFile(_ path: String, _ flags: Int32) throws(MountError) -> File
 }
 
 /// A file system context from fsopen(2). Failures carry the messages the kernel logged to it.
-private struct FileSystemContext {
+package struct FileSystemContext {
     let fd: FileDescriptor
     let type: String
 
     /// nil when the kernel has no fsopen(2).
-    init?(type: String) throws(MountError) {
+    package init?(type: String) throws(MountError) {
         let result = cfs_fsopen(type)
         if result == -ENOSYS { return nil }
         guard result >= 0 else { throw .system(SystemError("fsopen", path: type, code: -result)) }
@@ -332,15 +331,15 @@ private struct FileSystemContext {
         self.type = type
     }
 
-    func set(_ key: String, _ value: String) throws(MountError) {
+    package func set(_ key: String, _ value: String) throws(MountError) {
         try check(cfs_fsconfig_set_string(fd.raw, key, value), "set \(type) option \(key) to", value)
     }
 
-    func set(_ key: String, fileDescriptor: Int32, describing name: String) throws(MountError) {
+    package func set(_ key: String, fileDescriptor: Int32, describing name: String) throws(MountError) {
         try check(cfs_fsconfig_set_fd(fd.raw, key, fileDescriptor), "set \(type) option \(key) to", name)
     }
 
-    func setFlag(_ key: String) throws(MountError) {
+    package func setFlag(_ key: String) throws(MountError) {
         try check(cfs_fsconfig_set_flag(fd.raw, key), "set \(type) flag", key)
     }
 
@@ -350,11 +349,11 @@ private struct FileSystemContext {
         return accepted
     }
 
-    func create(describing name: String) throws(MountError) {
+    package func create(describing name: String) throws(MountError) {
         try check(cfs_fsconfig_create(fd.raw), "create \(type) file system for", name)
     }
 
-    func mount(readOnly: Bool) throws(MountError) -> FileDescriptor {
+    package func mount(readOnly: Bool) throws(MountError) -> FileDescriptor {
         let result = cfs_fsmount(fd.raw, readOnly ? 1 : 0)
         try check(result, "fsmount \(type) for", "")
         return FileDescriptor(owning: result, path: type)

@@ -26,12 +26,15 @@ public struct MountOptions: Sendable, Equatable {
     public var workdir: String?
     /// A user namespace file (e.g. /proc/PID/ns/user) whose ID mapping the mount gets.
     public var idmapUserNamespace: String?
+    /// The overlayfs mount's source, as mountinfo shows it.
+    public var source: String
 
     public init(
         basedirs: [String], expectedDigest: String? = nil, verity: VerityPolicy = .off,
         readOnly: Bool = false, upperdir: String? = nil, workdir: String? = nil,
-        idmapUserNamespace: String? = nil
+        idmapUserNamespace: String? = nil, source: String = "composefs"
     ) {
+        self.source = source
         self.basedirs = basedirs
         self.expectedDigest = expectedDigest
         self.verity = expectedDigest == nil ? verity : .required

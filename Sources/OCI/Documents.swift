@@ -172,7 +172,18 @@ package enum ManifestDocument {
 
 package enum Documents {
     package static func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8], what: String) throws(OCIError) -> T {
-        do throws(JSONError) { return try decodeJSON(T.self, bytes) } catch { throw .badDocument(what: what, reason: error.reason) }
+        do {
+            return try JSONDecoder().decode(T.self, from: Data(bytes))
+        } catch let DecodingError.dataCorrupted(context) {
+            throw .badDocument(what: what, reason: context.debugDescription)
+        } catch let DecodingError.keyNotFound(key, _) {
+            throw .badDocument(what: what, reason: "missing field '\(key.stringValue)'")
+        } catch let DecodingError.typeMismatch(_, context) {
+            throw .badDocument(
+                what: what, reason: "wrong type at '\(context.codingPath.map(\.stringValue).joined(separator: "."))'")
+        } catch {
+            throw .badDocument(what: what, reason: "not valid JSON")
+        }
     }
 
     /// A manifest or an index, told apart by mediaType (or, when absent, by its fields).

@@ -49,11 +49,22 @@ int cfs_fsconfig_create(int fs_fd);
 int cfs_fsmount(int fs_fd, int read_only);             /* FSMOUNT_CLOEXEC */
 int cfs_move_mount_to(int mount_fd, const char *target_path); /* MOVE_MOUNT_F_EMPTY_PATH */
 int cfs_mount_set_idmap(int mount_fd, int userns_fd);  /* MOUNT_ATTR_IDMAP */
+/* O_PATH, a _GNU_SOURCE flag Swift's Glibc module lacks. */
+int cfs_o_path(void);
+/* open_tree(2) with OPEN_TREE_CLONE: a detached copy of the mount at dir_fd/path (the mount
+   of dir_fd itself when path is ""), without the mounts below it. */
+int cfs_open_tree_clone(int dir_fd, const char *path);
+/* move_mount(2) of the mount mount_fd onto to_dir_fd/to_path (MOVE_MOUNT_F_EMPTY_PATH). */
+int cfs_move_mount_onto(int mount_fd, int to_dir_fd, const char *to_path);
 
 /* Legacy mount(2) and umount2(2) (MNT_DETACH when detach is non-zero). */
 int cfs_mount_legacy(const char *source, const char *target, const char *fs_type,
 		     int read_only, int silent, const char *data);
 int cfs_umount(const char *target, int detach);
+/* mount(2) with MS_BIND (not recursive), with MS_MOVE, and making a mount MS_PRIVATE. */
+int cfs_mount_bind(const char *source, const char *target);
+int cfs_mount_move(const char *source, const char *target);
+int cfs_mount_make_private(const char *target);
 
 /* Attaches fd read-only to a free loop device with LO_FLAGS_AUTOCLEAR (so the device goes
    away with its last user) and direct I/O. Returns the open loop device fd and writes the
