@@ -1,0 +1,2 @@
+import Boot
+import Testing
