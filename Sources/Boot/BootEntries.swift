@@ -40,9 +40,16 @@ public struct Type1Entry {
     /// The files by the path the entry names them with.
     public var files: [String: BootFile]
 
+    public init(fileName: [UInt8], entry: BootLoaderEntry, files: [String: BootFile]) {
+        self.fileName = fileName
+        self.entry = entry
+        self.files = files
+    }
+
     /// Moves the entry's files to /ENTRY-ID/ (keeping their names) and renames it
-    /// ENTRY-ID.conf. A path without a '/' stays as it is, as in composefs-rs.
-    public mutating func relocate(to entryID: String) {
+    /// ENTRY-ID.conf. A path without a '/' stays as it is, as in composefs-rs. Two different
+    /// files of one name are an error (composefs-rs kept one of them).
+    public mutating func relocate(to entryID: String) throws(BootError) {
         fileName = Array("\(entryID).conf".utf8)
         for index in entry.lines.indices {
             for key in BootLoaderEntry.fileKeys {
@@ -51,7 +58,11 @@ public struct Type1Entry {
                 else { continue }
                 let relocated = "/\(entryID)/" + String(value.unicodeScalars[value.unicodeScalars.index(after: slash)...])
                 entry.lines[index] = head + relocated
-                if let file = files.removeValue(forKey: value) { files[relocated] = file }
+                guard let file = files.removeValue(forKey: value) else { continue }
+                if let existing = files[relocated], existing.inode !== file.inode {
+                    throw .destination(path: relocated, reason: "two different files of the entry (\(existing.path), \(file.path)) would be written here")
+                }
+                files[relocated] = file
             }
         }
     }

@@ -73,11 +73,11 @@ public struct BootInstallation {
     public init(_ entry: BootEntry, argument: BootArgument, options: BootInstallOptions, reader: BootFileReader) throws(BootError) {
         switch entry {
         case var .type1(type1):
-            if let id = options.entryID { type1.relocate(to: id) }
+            if let id = options.entryID { try type1.relocate(to: id) }
             items = try Self.items(type1, argument: argument, options: options)
         case let .modulesKernel(kernel):
             var type1 = try kernel.type1Entry(entryID: options.entryID)
-            if let id = options.entryID { type1.relocate(to: id) }
+            if let id = options.entryID { try type1.relocate(to: id) }
             items = try Self.items(type1, argument: argument, options: options)
         case var .type2(type2):
             if let id = options.entryID { type2.rename(id) }
@@ -95,17 +95,11 @@ public struct BootInstallation {
         entry.setBootArgument(argument)
         for parameter in options.extraParameters { entry.addParameter(parameter) }
         var items: [Item] = []
-        var destinations: [[[UInt8]]: ObjectIdentifier] = [:]
+        // Paths written differently may name one file (`//boot/./x` is `/boot/x`).
+        var destinations = Set<[[UInt8]]>()
         for (path, file) in type1.files.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }) {
             let destination = try relativePath(path)
-            if let existing = destinations[destination] {
-                guard existing == ObjectIdentifier(file.inode) else {
-                    throw .destination(path: path, reason: "two different files of the entry would be written here")
-                }
-                continue
-            }
-            destinations[destination] = ObjectIdentifier(file.inode)
-            items.append(Item(path: destination, content: .file(file)))
+            if destinations.insert(destination).inserted { items.append(Item(path: destination, content: .file(file))) }
         }
         items.append(Item(path: entriesDirectory + [type1.fileName], content: .bytes(Array(entry.text.utf8))))
         return items
