@@ -37,6 +37,8 @@ public enum UKIBuilder {
             ]
             address += (section.content.count + 0xFFFF) / 0x10000 * 0x10000 + 0x10000
         }
+        try FileManager.default.createDirectory(
+            atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path, withIntermediateDirectories: true)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: objcopy)
         process.arguments = arguments + [stub, path]
