@@ -262,6 +262,8 @@ import Glibc
         let root = try makeRoot("oci")
         try write(root + "/usr/lib/modules/6.1.0/vmlinuz", "KERNEL")
         try write(root + "/usr/lib/modules/6.1.0/initramfs.img", "INITRAMFS")
+        // Something the boot transform drops, so the bootable image is not the pulled one.
+        try write(root + "/boot/grub/grub.cfg", "")
         try pull(root, tag: "os")
         let id = try cfsctl(["oci", "compute-id", "--bootable", "os"]).stdout.trimmingCharacters(in: .newlines)
         let result = try cfsctl(["oci", "prepare-boot", "os", "--bootdir", bootdir, "--entry-id", "example", "--cmdline", "rw"])
@@ -278,7 +280,11 @@ import Glibc
                     + "linux /example/vmlinuz\ninitrd /example/initramfs.img\noptions \(argument) rw\n",
             ])
         try expectState(argument)
+        // The image is named by nothing: gc takes it (and only it).
         #expect(FileManager.default.fileExists(atPath: repo + "/images/" + id))
+        #expect(try cfsctl(["gc"]).stdout.hasSuffix("Pruned symlinks: 1 images, 0 streams\n"))
+        #expect(!FileManager.default.fileExists(atPath: repo + "/images/" + id))
+        #expect(try cfsctl(["oci", "compute-id", "--bootable", "os"]).stdout == id + "\n")
     }
 
     @Test(.enabled(if: findExecutable("python3") != nil && UKIBuilder.available, "needs python3, objcopy and systemd's EFI stub"))
