@@ -94,6 +94,12 @@ public struct BootInstallation {
         var entry = type1.entry
         entry.setBootArgument(argument)
         for parameter in options.extraParameters { entry.addParameter(parameter) }
+        // An unclosed quote before it would make the argument part of another parameter.
+        guard entry.commandLine.contains(where: { $0.raw == argument.text }) else {
+            throw .entry(
+                path: "loader/entries/" + displayBytes(type1.fileName),
+                reason: "the composefs argument would not be a parameter of its own on the options line (an unclosed '\"'?)")
+        }
         var items: [Item] = []
         // Paths written differently may name one file (`//boot/./x` is `/boot/x`).
         var destinations = Set<[[UInt8]]>()

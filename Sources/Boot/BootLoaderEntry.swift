@@ -38,6 +38,9 @@ public struct BootLoaderEntry: Equatable, Sendable {
     /// The value of the first line of `key`.
     public func value(_ key: String) -> String? { values(key).first }
 
+    /// The kernel's parameters on the first options line (the one arguments go on).
+    public var commandLine: [KernelCommandLine.Parameter] { value(Self.optionsKey).map { KernelCommandLine.parameters($0) } ?? [] }
+
     /// A line as the key with its white space, and the value; nil when it is not `key`'s line.
     static func split(_ line: String, key: String) -> (head: String, value: String)? {
         let scalars = Array(line.unicodeScalars)

@@ -246,3 +246,17 @@ struct BootInstallationTests {
         #expect(try snapshot(made).contains("f var/file 644 kept") || currentUmask != 0o022)
     }
 }
+
+extension BootInstallationTests {
+    @Test func anArgumentHiddenByAQuoteIsRefused() throws {
+        let tree = TreeBuilder()
+        tree.file("/k", "1")
+        tree.file("/boot/loader/entries/x.conf", "linux /k\noptions root=\"unclosed\n")
+        #expect(
+            throws: BootError.entry(
+                path: "loader/entries/x.conf",
+                reason: "the composefs argument would not be a parameter of its own on the options line (an unclosed '\"'?)")
+        ) { try install(tree) }
+        #expect(try snapshot(work.url.path) == [])
+    }
+}
