@@ -87,11 +87,10 @@ public struct PEFile: Sendable {
         }
     }
 
-    /// The data of the first section called `name` (at most 8 bytes).
+    /// The data of the first section called `name` (a name longer than 8 bytes names none).
     public func section(_ name: String) throws(PEError) -> ArraySlice<UInt8> {
         let key = Array(name.utf8)
-        precondition(key.count <= Self.sectionNameSize, "PE section names have at most 8 bytes")
-        let padded = key + [UInt8](repeating: 0, count: Self.sectionNameSize - key.count)
+        let padded = key + [UInt8](repeating: 0, count: max(0, Self.sectionNameSize - key.count))
         guard let section = sections.first(where: { $0.rawName == padded }) else { throw .missingSection(name) }
         let start = UInt64(section.pointerToRawData)
         let end = start + UInt64(section.virtualSize)
