@@ -18,7 +18,8 @@ extension Harness {
         if let uki = try? UKI(bytes) {
             for name in [UKI.commandLineSection, UKI.osReleaseSection, UKI.linuxSection, UKI.unameSection, ".text", ""] {
                 guard let section = try? uki.section(name) else { continue }
-                guard let header = uki.file.sections.first(where: { $0.name == name }), section.count == Int(header.virtualSize) else {
+                let key = Array(name.utf8) + [UInt8](repeating: 0, count: 8 - name.utf8.count)
+                guard let header = uki.file.sections.first(where: { $0.rawName == key }), section.count == Int(header.virtualSize) else {
                     throw InvariantViolation(description: "section \(name) is not VirtualSize bytes")
                 }
             }
