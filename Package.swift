@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "ComposeFSMount", targets: ["ComposeFSMount"]),
         .library(name: "Repository", targets: ["Repository"]),
         .library(name: "OCI", targets: ["OCI"]),
+        .library(name: "Boot", targets: ["Boot"]),
         // The fuzz harness bodies, for the libFuzzer package in Fuzz/.
         .library(name: "FuzzHarnesses", targets: ["FuzzHarnesses"]),
     ],
@@ -65,6 +66,9 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]),
+        // Boot entries: PE/UKI sections, os-release, BLS Type 1 entries, the kernels of an image's
+        // tree and writing them to a boot directory, as composefs-rs 0.9's composefs-boot.
+        .target(name: "Boot", dependencies: ["ComposeFS", "ComposeFSBuild", "Repository", "FsVerity", "ComposeFSBase"]),
         // libfuse3 glue (option parsing, the session loop); the file system is ComposeFSFuse.
         .target(name: "CFuseShim", linkerSettings: [.linkedLibrary("fuse3")]),
         .target(name: "ComposeFSFuse", dependencies: ["CFuseShim", "EROFS", "FsVerity", "ComposeFSBase"]),
@@ -81,7 +85,7 @@ let package = Package(
         // What the fuzzers in Fuzz/ run on each input, shared with the tests that replay the inputs they kept.
         .target(
             name: "FuzzHarnesses",
-            dependencies: ["ComposeFS", "ComposeFSBase", "Dumpfile", "EROFS", "FsVerity", "OCI", "Repository"]),
+            dependencies: ["Boot", "ComposeFS", "ComposeFSBase", "Dumpfile", "EROFS", "FsVerity", "OCI", "Repository"]),
         // What the executables share: error reporting, output, progress, running async work.
         .target(
             name: "ComposeFSCLI",
@@ -114,7 +118,7 @@ let package = Package(
         .executableTarget(
             name: "cfsctl",
             dependencies: [
-                "Repository", "OCI", "ComposeFS", "ComposeFSBuild", "ComposeFSBase", "ComposeFSMount", "Dumpfile", "EROFS",
+                "Boot", "Repository", "OCI", "ComposeFS", "ComposeFSBuild", "ComposeFSBase", "ComposeFSMount", "Dumpfile", "EROFS",
                 "FsVerity", "ComposeFSCLI", "ComposeFSVarlink", "Varlink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
@@ -146,6 +150,10 @@ let package = Package(
             dependencies: [
                 "ComposeFS", "Dumpfile", "EROFS", "FsVerity", "FuzzHarnesses", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
             ],
+            // Fuzzer inputs, read through #filePath.
+            exclude: ["FuzzRegressions"]),
+        .testTarget(
+            name: "BootTests", dependencies: ["Boot", "ComposeFS", "ComposeFSBase", "FsVerity", "FuzzHarnesses", "TestSupport"],
             // Fuzzer inputs, read through #filePath.
             exclude: ["FuzzRegressions"]),
         // End-to-end tests of the executables.

@@ -13,7 +13,7 @@ let package = Package(
         // Declares LLVMFuzzerRunDriver; the fuzzer runtime itself comes with -sanitize=fuzzer.
         .systemLibrary(name: "CLibFuzzer"),
         .target(name: "FuzzDriver", dependencies: ["CLibFuzzer"]),
-    ] + ["FuzzDumpfile", "FuzzImage", "FuzzLayer", "FuzzDocument"].map { name in
+    ] + ["FuzzDumpfile", "FuzzImage", "FuzzLayer", "FuzzDocument", "FuzzBoot"].map { name in
         .executableTarget(
             name: name,
             dependencies: ["FuzzDriver", .product(name: "FuzzHarnesses", package: "composefs-swift")])

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds a libFuzzer harness and fuzzes it.
-#   Fuzz/run.sh FuzzDumpfile|FuzzImage|FuzzLayer|FuzzDocument [SECONDS] [LIBFUZZER-OPTION...]
+#   Fuzz/run.sh FuzzDumpfile|FuzzImage|FuzzLayer|FuzzDocument|FuzzBoot [SECONDS] [LIBFUZZER-OPTION...]
 # The corpus grows in .build-fuzz/work/TARGET/corpus across runs; crashers go to
 # .build-fuzz/work/TARGET/artifacts. Seeds are regenerated on every run from the
 # reference vectors (COMPOSEFS_ASSETS, default ../shared/vectors/composefs-assets)
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage="usage: Fuzz/run.sh FuzzDumpfile|FuzzImage|FuzzLayer|FuzzDocument [SECONDS] [LIBFUZZER-OPTION...]"
+usage="usage: Fuzz/run.sh FuzzDumpfile|FuzzImage|FuzzLayer|FuzzDocument|FuzzBoot [SECONDS] [LIBFUZZER-OPTION...]"
 target=${1:?$usage}
 seconds=${2:-600}
 shift $(($# < 2 ? $# : 2))
@@ -19,6 +19,7 @@ case $target in
     FuzzImage) kind=image max_len=131072 ;;
     FuzzLayer) kind=layer max_len=65536 ;;
     FuzzDocument) kind=document max_len=65536 ;;
+    FuzzBoot) kind=boot max_len=65536 ;;
     *) echo "$usage" >&2; exit 2 ;;
 esac
 
@@ -27,6 +28,7 @@ assets=${COMPOSEFS_ASSETS:-../shared/vectors/composefs-assets}
 work=$scratch/work/$target
 case $kind in
     layer|document) regressions=Tests/OCITests/FuzzRegressions/$kind ;;
+    boot) regressions=Tests/BootTests/FuzzRegressions/$kind ;;
     *) regressions=Tests/ComposeFSTests/FuzzRegressions/$kind ;;
 esac
 jobs=${FUZZ_BUILD_JOBS:-2}

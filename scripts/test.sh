@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. Installs the Debian tools the tests compare against
-# (fsverity, fsck.erofs, umoci, skopeo, a registry) and libraries when missing and we can.
+# (fsverity, fsck.erofs, umoci, skopeo, a registry, systemd's EFI stub and objcopy for UKIs)
+# and libraries when missing and we can.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,9 @@ command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
 command -v umoci >/dev/null 2>&1 || need+=(umoci)
 command -v zstd >/dev/null 2>&1 || need+=(zstd)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# Boot tests: real UKIs are systemd's EFI stub with sections added by objcopy.
+[ -e /usr/lib/systemd/boot/efi/linuxx64.efi.stub ] || need+=(systemd-boot-efi)
+command -v objcopy >/dev/null 2>&1 || need+=(binutils)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "Installing ${need[*]}"

@@ -29,14 +29,20 @@ extension ImageStore {
     /// The tree of an image as composefs-rs 0.9 builds it. With `storeObjects`, the expanded
     /// content of sparse files is stored too (images to be written need it; ids do not).
     public func rootfs(_ selection: ConfigSelection, options: RootfsOptions, storeObjects: Bool = false) throws(OCIError) -> Inode {
+        let (rootfs, image) = try merge(selection, storeObjects: storeObjects)
+        return try rootfs.finish(options, image: image)
+    }
+
+    /// The merged layers of the selected image, and its name for errors.
+    private func merge(_ selection: ConfigSelection, storeObjects: Bool) throws(OCIError) -> (Rootfs, image: String) {
         switch selection {
         case let .tag(name):
             let image = try open(manifest: try resolve(tag: name))
-            return try rootfs(layers: try image.layers(), image: name, options: options, verifyLayers: false, storeObjects: storeObjects)
+            return (try merge(layers: try image.layers(), verifyLayers: false, storeObjects: storeObjects), name)
         case let .config(digest, verity):
             let (document, config) = try readConfig(digest, stream: verity)
-            return try rootfs(
-                layers: try config.layerStreams(in: document.refs, config: digest), image: digest.description, options: options, verifyLayers: verity == nil, storeObjects: storeObjects)
+            let layers = try config.layerStreams(in: document.refs, config: digest)
+            return (try merge(layers: layers, verifyLayers: verity == nil, storeObjects: storeObjects), digest.description)
         }
     }
 
@@ -45,6 +51,13 @@ extension ImageStore {
     func rootfs(
         layers: [(diffID: Digest, stream: ObjectID)], image: String, options: RootfsOptions, verifyLayers: Bool, storeObjects: Bool
     ) throws(OCIError) -> Inode {
+        try merge(layers: layers, verifyLayers: verifyLayers, storeObjects: storeObjects).finish(options, image: image)
+    }
+
+    /// The layers (bottom first) applied, before any transform.
+    private func merge(
+        layers: [(diffID: Digest, stream: ObjectID)], verifyLayers: Bool, storeObjects: Bool
+    ) throws(OCIError) -> Rootfs {
         let repository = self.repository
         let rootfs = Rootfs { (entry, content) throws(OCIError) in
             try SparseFiles.expand(entry, content, repository: repository, store: storeObjects)
@@ -59,7 +72,7 @@ extension ImageStore {
             if verifyLayers { try verify(stream, diffID: layer.diffID) }
             try rootfs.apply(try LayerReader.entries(of: stream, layer: layer.diffID.description), layer: layer.diffID.description)
         }
-        return try rootfs.finish(options, image: image)
+        return rootfs
     }
 
     /// The layer's tar must hash to its diff_id.
@@ -171,14 +184,31 @@ extension ImageStore {
         return .notFound(tried: tried)
     }
 
-    /// `oci prepare-boot`'s image: the bootable tree stored in every format (images/<hex>,
-    /// named by nothing, so gc may take it), and the kernel argument that boots it: the V1
-    /// image's `composefs.digest=` in a V1-only repository, otherwise `composefs=`.
-    public func prepareBoot(_ selection: ConfigSelection) throws(OCIError) -> BootArgument {
-        let root = try rootfs(selection, options: RootfsOptions(bootable: true), storeObjects: true)
-        let ids = try writeImages(root)
-        guard let id = ids[.v1] ?? ids[.v2] else { throw .unsupported("commit_images produced no images") }
-        let format: FormatVersion = repository.imageFormats == [.v1] ? .v1 : .v2
-        return BootArgument(id: id, format: format, insecure: !repository.isSecure)
+    /// `oci prepare-boot`'s first step: the selected image's tree made a container root, not
+    /// yet bootable: where composefs-rs finds the kernels to write (the boot transform empties
+    /// /boot). Its files' contents are stored (sparse ones expanded).
+    public func bootCandidate(_ selection: ConfigSelection) throws(OCIError) -> BootCandidate {
+        let (rootfs, image) = try merge(selection, storeObjects: true)
+        _ = try rootfs.finish(RootfsOptions(), image: image)
+        return BootCandidate(rootfs: rootfs, image: image)
     }
+
+    /// `oci prepare-boot`'s image: the candidate made bootable and stored in every format
+    /// (images/<hex>, named by nothing, so gc may take it), and the kernel argument that boots
+    /// it (`Repository.bootArgument`).
+    public func prepareBoot(_ candidate: BootCandidate) throws(OCIError) -> BootArgument {
+        // The container-root transform again is a no-op; then the boot transform.
+        let root = try candidate.rootfs.finish(RootfsOptions(bootable: true), image: candidate.image)
+        let ids = try writeImages(root)
+        return try repositoryCall { () throws(RepositoryError) in try repository.bootArgument(images: ids) }
+    }
+}
+
+/// An image's tree before the boot transform (`ImageStore.bootCandidate`).
+public struct BootCandidate {
+    fileprivate let rootfs: Rootfs
+    fileprivate let image: String
+
+    /// The tree: the container-root transform done, /boot still there.
+    public var root: Inode { rootfs.root }
 }

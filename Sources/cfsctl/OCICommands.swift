@@ -1,6 +1,7 @@
 // `cfsctl oci …`: container images (commands, options and output as composefs-rs 0.9's cfsctl).
 
 import ArgumentParser
+import Boot
 import ComposeFS
 import ComposeFSBase
 import ComposeFSBuild
@@ -352,18 +353,22 @@ struct OciComputeID: ParsableCommand {
 struct OciPrepareBoot: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "prepare-boot",
-        abstract: "Store the bootable image of a stored image and print its kernel argument (writing the boot entries is not supported yet).")
+        abstract: "Store the bootable image of a stored image, write its boot entry to the boot partition and make its state directories.",
+        discussion: PrepareBootHelp.discussion)
     @ParentCommand var global: Cfsctl
     @OptionGroup var config: OCIConfigOptions
-    @Option(help: "The boot partition's mount point") var bootdir = "/boot"
-    @Option(help: "Boot entry identifier (default: the image's, or the kernel version)") var entryId: String?
-    @Option(help: "More kernel command line") var cmdline: [String] = []
+    @OptionGroup var boot: BootOptions
 
     func run() throws {
+        let options = try boot.installOptions()
         let store = try global.openImageStore()
-        let argument = try store.prepareBoot(try config.selection(algorithm: store.repository.algorithm))
-        writeStandardOutput(argument.text + "\n")
-        throw ToolError("writing boot entries to \(bootdir) is not supported yet (image \(argument.id.hex) is stored, named by nothing)")
+        let candidate = try store.bootCandidate(try config.selection(algorithm: store.repository.algorithm))
+        let reader = BootFileReader.repository(store.repository)
+        let entries = try BootResources.find(in: candidate.root, reader: reader)
+        guard !entries.isEmpty else { throw BootError.noBootEntries }
+        let argument = try store.prepareBoot(candidate)
+        try PrepareBoot.install(
+            entries, argument: argument, options: options, reader: reader, stateRoot: try DeploymentState.root(repository: global.repo))
     }
 }
 

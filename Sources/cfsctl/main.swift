@@ -22,7 +22,7 @@ struct Cfsctl: ParsableCommand {
         subcommands: [
             Init.self, Transaction.self, Cat.self, GC.self, ImportImage.self, Images.self, Mount.self, CreateImage.self,
             ComputeID.self, ComputeKarg.self, CreateDumpfile.self, ImageObjects.self, DumpFiles.self, Fsck.self, Oci.self,
-            VarlinkCommand.self,
+            VarlinkCommand.self, PrepareBootDirectory.self,
         ])
 
     @Option(help: "The repository path") var repo: String?
