@@ -36,7 +36,7 @@ cat "$file" >/dev/null
 # compute-id prints the image id, not the file's digest: check the digest with a dumpfile.
 for hash in sha256 sha512; do
     theirs=$(fsverity digest --hash-alg=$hash --block-size=4096 "$file" | cut -d' ' -f1)
-    ours=$("$CFSCTL" --no-repo --hash $hash create-dumpfile "$work/tree" | awk '$1 == "/file" { print $11 }')
+    ours=$("$CFSCTL" --no-repo --hash $hash create-dumpfile --no-propagate-usr-to-root "$work/tree" | awk '$1 == "/file" { print $11 }')
     [[ "$hash:$ours" == "$theirs" ]] || { echo "error: $hash digest mismatch: fsverity $theirs, ours $ours" >&2; exit 1; }
 done
 [[ "sha256:$("$INFO" measure-file "$file")" == "$(fsverity digest --hash-alg=sha256 "$file" | cut -d' ' -f1)" ]]
@@ -45,10 +45,10 @@ echo "digests match ($((size / 1048576)) MiB, $(nproc) CPUs)"
 hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$work/times.json" \
     -n "fsverity sha256" "fsverity digest --hash-alg=sha256 $file" \
     -n "ours sha256, 1 thread" "$INFO measure-file $file" \
-    -n "ours sha256, all CPUs" "$CFSCTL --no-repo --hash sha256 compute-id $work/tree" \
+    -n "ours sha256, all CPUs" "$CFSCTL --no-repo --hash sha256 compute-id --no-propagate-usr-to-root $work/tree" \
     -n "fsverity sha512" "fsverity digest --hash-alg=sha512 $file" \
-    -n "ours sha512, 1 thread" "taskset -c 0 $CFSCTL --no-repo --hash sha512 compute-id $work/tree" \
-    -n "ours sha512, all CPUs" "$CFSCTL --no-repo --hash sha512 compute-id $work/tree" >/dev/null
+    -n "ours sha512, 1 thread" "taskset -c 0 $CFSCTL --no-repo --hash sha512 compute-id --no-propagate-usr-to-root $work/tree" \
+    -n "ours sha512, all CPUs" "$CFSCTL --no-repo --hash sha512 compute-id --no-propagate-usr-to-root $work/tree" >/dev/null
 python3 - "$work/times.json" "$size" <<'EOF'
 import json, sys
 results = {r["command"]: r["mean"] for r in json.load(open(sys.argv[1]))["results"]}
