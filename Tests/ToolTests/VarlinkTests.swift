@@ -974,6 +974,8 @@ extension VarlinkTests {
         refused(
             try putLayer(good, diffID: diffID, directories: [filesFD], handle: .integer(999)), "org.composefs.Oci.InvalidHandle")
         let devNull = FileDescriptor(owning: open("/dev/null", O_RDONLY | O_CLOEXEC), path: "/dev/null")
+        // A directory where the pipe goes.
+        refused(try putLayer(nil, diffID: diffID, directories: [filesFD, filesFD]), "org.composefs.Oci.InternalError", "Is a directory")
 
         // Streams that break the format, and references that may not be followed.
         for (stream, directories, message) in [
