@@ -292,6 +292,23 @@ final class VarlinkService: @unchecked Sendable {
         #expect(try service.reply("org.composefs.Oci.GetInfo")["features"] == .array([.string("splitdirfdstream-v0")]))
     }
 
+    /// Messages sent back to back arrive in one read; the descriptors go with the message
+    /// they were sent with, not with the first one read.
+    @Test func descriptorsGoWithTheirMessage() throws {
+        var pair: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0)
+        let sender = VarlinkConnection(socket: FileDescriptor(owning: pair[0], path: "sender"))
+        let receiver = VarlinkConnection(socket: FileDescriptor(owning: pair[1], path: "receiver"))
+        let passed = try directory(work.url.path)
+        try sender.send(Array("{\"a\":1}".utf8))
+        try sender.send(Array("{\"b\":2}".utf8), descriptors: [passed.raw, passed.raw])
+        try sender.send(Array("{\"c\":3}".utf8))
+        try sender.send(Array("{\"d\":4}".utf8), descriptors: [passed.raw])
+        var counts: [Int] = []
+        for _ in 0..<4 { counts.append(try #require(try receiver.receive()).fileDescriptors.count) }
+        #expect(counts == [0, 2, 0, 1])
+    }
+
     /// Raw bytes on a connection: what is not a call gets an error, and the connection goes on.
     @Test func malformedMessages() throws {
         let service = try VarlinkService()
