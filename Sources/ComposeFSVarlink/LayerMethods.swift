@@ -46,16 +46,13 @@ extension CfsctlVarlinkService {
         }
         let handover: LayerHandover
         let chunks: [SplitdirfdChunk]
-        let frames: [[FileDescriptor]]
         do {
             handover = try LayerHandover(objects: try store.repository.openObjectsDirectory(), seed: LayerHandover.seed(name))
             chunks = try store.transferChunks(ofLayerStream: layerStream, objectsIndex: handover.objectsIndex)
         } catch {
             throw ComposefsInterface.oci.internalError("\(error)")
         }
-        if let split = handover.frames(more: more) {
-            frames = split
-        } else {
+        guard let frames = handover.frames(more: more) else {
             throw ComposefsInterface.oci.error(
                 "FdLimitExceeded",
                 [("fd_count", .count(handover.descriptors.count)), ("max_per_frame", .count(LayerHandover.maximumDescriptorsPerReply))])
