@@ -18,6 +18,8 @@
 #include <sys/mount.h>
 #include <dirent.h>
 #include <linux/close_range.h>
+#include <linux/openat2.h>
+#include <sys/mman.h>
 
 struct cfs_dirent64 {
 	uint64_t d_ino;
@@ -281,6 +283,32 @@ int cfs_link_tmpfile(int fd, int dir_fd, const char *name)
 	if (linkat(AT_FDCWD, path, dir_fd, name, AT_SYMLINK_FOLLOW) != 0)
 		return -errno;
 	return 0;
+}
+
+int cfs_openat_beneath(int dir_fd, const char *path)
+{
+	struct open_how how;
+	memset(&how, 0, sizeof(how));
+	how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY;
+	how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+	long fd;
+	do {
+		fd = syscall(SYS_openat2, dir_fd, path, &how, sizeof(how));
+	} while (fd < 0 && errno == EINTR);
+	if (fd < 0 && errno == ENOSYS)
+		fd = openat(dir_fd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
+	return fd < 0 ? -errno : (int)fd;
+}
+
+int cfs_pipe_cloexec(int ends[2])
+{
+	return pipe2(ends, O_CLOEXEC) == 0 ? 0 : -errno;
+}
+
+int cfs_memfd(const char *name)
+{
+	int fd = memfd_create(name, MFD_CLOEXEC);
+	return fd < 0 ? -errno : fd;
 }
 
 int cfs_syncfs(int fd)

@@ -38,7 +38,31 @@ public final class FileDescriptor: @unchecked Sendable {
         return FileDescriptor(owning: fd, path: directory.path)
     }
 
-    /// Names an unnamed file `name` in `directory` (EEXIST when the name is taken).
+    /// Opens `name` read-only below `directory` without leaving it: no `..` above it, no
+    /// symlink pointing out, no /proc magic link, no other mount (openat2 RESOLVE_BENEATH).
+    public static func openBeneath(_ name: String, in directory: FileDescriptor) throws(SystemError) -> FileDescriptor {
+        let fd = cfs_openat_beneath(directory.raw, name)
+        guard fd >= 0 else { throw SystemError("open", path: directory.path + "/" + name, code: -fd) }
+        return FileDescriptor(owning: fd, path: directory.path + "/" + name)
+    }
+
+    /// A pipe's read and write ends, named `what` in errors.
+    public static func pipe(_ what: String) throws(SystemError) -> (read: FileDescriptor, write: FileDescriptor) {
+        var ends: [Int32] = [-1, -1]
+        let result = cfs_pipe_cloexec(&ends)
+        guard result == 0 else { throw SystemError("create", path: what, code: -result) }
+        return (FileDescriptor(owning: ends[0], path: what), FileDescriptor(owning: ends[1], path: what))
+    }
+
+    /// An anonymous file in memory (memfd_create), named `name` only in /proc.
+    public static func anonymousMemoryFile(_ name: String) throws(SystemError) -> FileDescriptor {
+        let fd = cfs_memfd(name)
+        guard fd >= 0 else { throw SystemError("memfd_create", path: name, code: -fd) }
+        return FileDescriptor(owning: fd, path: "memfd:" + name)
+    }
+
+    /// Names an unnamed file `name` in `directory`, or gives a named one another name (a hard
+    /// link); EEXIST when the name is taken.
     public func linkUnnamed(as name: String, in directory: FileDescriptor) throws(SystemError) {
         let result = cfs_link_tmpfile(raw, directory.raw, name)
         guard result == 0 else { throw SystemError("link", path: directory.path + "/" + name, code: -result) }

@@ -1,6 +1,7 @@
 // org.composefs.Oci.Pull: the pull runs as a task while the connection's thread relays its
-// progress as PullProgress frames (one event each: started, progress, skipped, done or
-// message), then the terminal frame with `completed`. Without `more`, only that one.
+// progress as PullProgress frames, one event each as composefs-rs 0.9 reports them (started,
+// progress, done or skipped for each layer by diff_id; message for the rest), then the
+// terminal frame with `completed`. Without `more`, only that one.
 
 import ComposeFS
 import ComposeFSBase
@@ -83,7 +84,9 @@ extension CfsctlVarlinkService {
         let queue = ProgressQueue()
         let options = PullOptions(
             registry: RegistryOptions(stagingDirectory: store.repository.path), parallelLayers: max(2, availableProcessors))
-        let relayEvent: @Sendable (PullEvent) -> Void = { queue.push(Self.frame(for: $0)) }
+        let relayEvent: @Sendable (PullEvent) -> Void = { event in
+            if let frame = Self.frame(for: event) { queue.push(frame) }
+        }
         let events = more ? relayEvent : nil
         let task = Task {
             do throws(OCIError) {
@@ -96,7 +99,7 @@ extension CfsctlVarlinkService {
         while true {
             let (frames, outcome) = queue.next()
             for frame in frames where !clientGone {
-                if !stream.send(frame) {
+                if !stream.send(frame.parameters) {
                     clientGone = true
                     task.cancel()
                 }
@@ -106,37 +109,63 @@ extension CfsctlVarlinkService {
         }
     }
 
-    /// A PullProgress frame for a pull event.
-    static func frame(for event: PullEvent) -> [(String, JSONValue)] {
+    /// The PullProgress frame of a pull event (none while the images are built: composefs-rs
+    /// reports nothing then).
+    static func frame(for event: PullEvent) -> ProgressFrame? {
         switch event {
-        case let .alreadyHaveConfig(digest), let .alreadyHaveLayer(digest):
-            return [("skipped", .object([("id", .string(digest.description))]))]
-        case let .fetchingConfig(digest): return [("message", .string("Fetching config \(digest)"))]
-        case let .fetchingLayer(diffID): return [("message", .string("Fetching layer \(diffID)"))]
-        case .storingManifest: return [("message", .string("Storing manifest"))]
-        case .buildingImage: return [("message", .string("Building composefs image"))]
-        case let .bytes(done, total):
-            return [("progress", .object([("id", .string("layers")), ("fetched", .unsigned(done)), ("total", .unsigned(total))]))]
+        case let .message(text):
+            return ProgressFrame(event: "message", value: .string(text))
+        case let .layerSkipped(diffID):
+            return ProgressFrame(event: "skipped", layer: diffID, value: .object([("id", .string(diffID.description))]))
+        case let .layerStarted(diffID, total):
+            return ProgressFrame(
+                event: "started", layer: diffID,
+                value: .object([("id", .string(diffID.description)), ("total", .unsigned(total)), ("unit", .string("Bytes"))]))
+        case let .layerProgress(diffID, fetched, total):
+            return ProgressFrame(
+                event: "progress", layer: diffID,
+                value: .object([("id", .string(diffID.description)), ("fetched", .unsigned(fetched)), ("total", .unsigned(total))]))
+        case let .layerDone(diffID, transferred):
+            return ProgressFrame(
+                event: "done", layer: diffID, value: .object([("id", .string(diffID.description)), ("transferred", .unsigned(transferred))]))
+        case .buildingImage:
+            return nil
         }
     }
 }
 
-/// Frames from the pull task to the connection's thread, then the pull's outcome. Byte
-/// counts that the client has not been sent yet are merged, so a slow client gets fewer
-/// frames rather than an ever longer queue.
+/// One PullProgress frame: the event's name and value, and the layer it is about.
+struct ProgressFrame: Sendable {
+    var event: String
+    var layer: Digest?
+    var value: JSONValue
+
+    init(event: String, layer: Digest? = nil, value: JSONValue) {
+        self.event = event
+        self.layer = layer
+        self.value = value
+    }
+
+    var parameters: [(String, JSONValue)] { [(event, value)] }
+}
+
+/// Frames from the pull task to the connection's thread, then the pull's outcome. A layer's
+/// byte count that the client has not been sent yet is replaced by the newer one (as
+/// composefs-rs coalesces them), so a slow client gets fewer frames rather than an ever
+/// longer queue.
 final class ProgressQueue: Sendable {
     struct State: ~Copyable {
-        var frames: [[(String, JSONValue)]] = []
+        var frames: [ProgressFrame] = []
         var outcome: Result<PullResult, OCIError>?
     }
 
     let state = Mutex(State())
     let signal = DispatchSemaphore(value: 0)
 
-    func push(_ frame: [(String, JSONValue)]) {
+    func push(_ frame: ProgressFrame) {
         state.withLock { state in
-            if frame.first?.0 == "progress", state.frames.last?.first?.0 == "progress" {
-                state.frames[state.frames.count - 1] = frame
+            if frame.event == "progress", let pending = state.frames.lastIndex(where: { $0.event == "progress" && $0.layer == frame.layer }) {
+                state.frames[pending] = frame
             } else {
                 state.frames.append(frame)
             }
@@ -150,7 +179,7 @@ final class ProgressQueue: Sendable {
     }
 
     /// Waits for something new: the frames pending, and the outcome once the pull has ended.
-    func next() -> (frames: [[(String, JSONValue)]], outcome: Result<PullResult, OCIError>?) {
+    func next() -> (frames: [ProgressFrame], outcome: Result<PullResult, OCIError>?) {
         signal.wait()
         return state.withLock { state in
             defer { state.frames = [] }

@@ -90,11 +90,11 @@ public final class CfsctlVarlinkService: VarlinkService {
             case "org.composefs.Oci.ComputeId": return try computeID(parameters)
             case "org.composefs.Oci.Pull": return try pull(parameters, more: call.more, stream: stream)
             case "org.composefs.Oci.OciMount": return try ociMount(parameters, descriptors: descriptors)
-            case "org.composefs.Oci.GetInfo": return .reply([("features", .array([]))])
+            case "org.composefs.Oci.GetInfo": return .reply([("features", .array([.string(Self.layerTransportFeature)]))])
             case "org.composefs.Oci.HasLayer": return try hasLayer(parameters)
-            // The splitdirfdstream layer transport (for copies between services) is not implemented.
-            case "org.composefs.Oci.GetLayer", "org.composefs.Oci.PutLayer", "org.composefs.Oci.FinalizeImage":
-                throw .methodNotImplemented(call.method)
+            case "org.composefs.Oci.GetLayer": return try getLayer(parameters, more: call.more, stream: stream)
+            case "org.composefs.Oci.PutLayer": return try putLayer(parameters, descriptors: descriptors)
+            case "org.composefs.Oci.FinalizeImage": return try finalizeImage(parameters)
             default: throw .methodNotFound(call.method)
             }
         } catch {

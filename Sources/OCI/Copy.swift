@@ -1,116 +1,104 @@
-// Copying an image from another repository (`cfsctl oci copy`), as composefs-rs 0.9 does it
-// over its varlink API: every layer this repository lacks is imported from the tar the source
-// gives back (so the two may use different fs-verity algorithms), then the config and manifest
-// streams are written unless stored, the composefs images are made unless recorded, and the
-// image is tagged. Zero-copy takes the layers' streams as they are, their objects reflinked
-// or hard-linked.
+// Copying an image from another repository (`cfsctl oci copy`) exactly as composefs-rs 0.9
+// does it over its varlink API, in one process here: every layer this repository lacks is
+// received as the source would send it (GetLayer → PutLayer), so the two may use different
+// fs-verity algorithms; then the image is finalized (FinalizeImage): its config and manifest
+// streams written unless stored, its composefs images made unless recorded, and the tag set.
 
 import ComposeFSBase
 import FsVerity
 import Repository
 
-public struct CopyResult: Sendable {
+/// What a finalized (or copied) image is stored as.
+public struct FinalizedImage: Sendable {
     public var manifestDigest: Digest
-    /// The manifest and config streams as they are after the copy.
+    /// The manifest and config streams as they are after the images were recorded.
     public var manifestStream: ObjectID
     public var configDigest: Digest
     public var configStream: ObjectID
 }
 
 extension ImageStore {
-    /// With `zeroCopy` (both repositories on one file system, same algorithm) the layers'
-    /// streams are taken as they are and their objects reflinked or hard-linked, never copied.
-    public func copy(_ reference: OCIReference, from source: ImageStore, name: String?, zeroCopy: Bool = false) throws(OCIError) -> CopyResult {
+    /// With `zeroCopy` every object is reflinked or hard-linked from the source, never copied
+    /// (both repositories on one file system).
+    public func copy(_ reference: OCIReference, from source: ImageStore, name: String?, zeroCopy: Bool = false) throws(OCIError) -> FinalizedImage {
         let image = try source.open(reference)
         var layers: [(diffID: Digest, stream: ObjectID)] = []
-        for (diffID, sourceStream) in try image.layers() {
+        for diffID in image.config.rootfs.diff_ids {
             if let stored = repository.streamID(Self.layerStream(diffID)) {
                 layers.append((diffID, stored))
                 continue
             }
-            let streamBytes = try repositoryCall { () throws(RepositoryError) in try source.repository.readObject(sourceStream) }
-            let stream = try repositoryCall { () throws(RepositoryError) in
-                try SplitStream(streamBytes, algorithm: source.repository.algorithm)
+            guard let sourceStream = source.repository.streamID(Self.layerStream(diffID)) else {
+                throw .notFound("layer \(diffID) in \(source.repository.path)")
             }
-            if zeroCopy {
-                try repositoryCall { () throws(RepositoryError) in
-                    try stream.forEachChunk { (chunk) throws(RepositoryError) in
-                        if case let .external(id) = chunk { try repository.adoptObject(id, from: source.repository) }
-                    }
-                }
-                layers.append((diffID, try storeLayer(streamBytes, diffID: diffID)))
-                continue
+            var chunks = SplitdirfdChunkList(try source.transferChunks(ofLayerStream: sourceStream, objectsIndex: 0))
+            let objects = try repositoryCall { () throws(RepositoryError) in try source.repository.openObjectsDirectory() }
+            do {
+                layers.append((diffID, try receiveLayer(diffID, from: &chunks, directories: [objects], zeroCopy: zeroCopy).stream))
+            } catch let .failed(error) {
+                throw error
+            } catch {
+                throw .transfer(what: "layer \(diffID) from \(source.repository.path)", reason: error.description)
             }
-            let tar = try SplitStreamSource(stream, repository: source.repository)
-            let imported = try LayerImporter.importLayer(from: tar, into: repository, layer: diffID.description)
-            guard imported.diffID == diffID else {
-                throw .digestMismatch(what: "layer \(diffID) of \(source.repository.path)", expected: diffID.description, actual: imported.diffID.description)
-            }
-            layers.append((diffID, try storeLayer(imported.stream, diffID: diffID)))
         }
-        let configDigest = image.manifest.config.digest
+        return try finalizeImage(manifest: image.manifestBytes, config: image.configBytes, layers: layers, name: name)
+    }
+
+    /// Records an image whose layers are stored, from its manifest and config as they are
+    /// (their digests are those of these bytes) and its layers' streams by diff_id, in the
+    /// order given (composefs-rs 0.9's FinalizeImage). Idempotent: streams already stored and
+    /// images already recorded are kept; `name` tags it.
+    ///
+    /// What composefs-rs finds wrong only while building the image, after writing the streams,
+    /// is refused here before anything is written: a manifest that does not name this config,
+    /// a config whose diff_ids are not all given, a layer stream that is not the one stored
+    /// for its diff_id.
+    public func finalizeImage(
+        manifest manifestBytes: [UInt8], config configBytes: [UInt8], layers: [(diffID: Digest, stream: ObjectID)], name: String?
+    ) throws(OCIError) -> FinalizedImage {
+        let manifestDigest = Digest.sha256(manifestBytes)
+        let configDigest = Digest.sha256(configBytes)
+        guard case let .manifest(manifest) = try Documents.manifestDocument(manifestBytes, mediaType: nil, what: "manifest \(manifestDigest)") else {
+            throw .badDocument(what: "manifest \(manifestDigest)", reason: "is an index, not an image manifest")
+        }
+        guard manifest.config.digest == configDigest else {
+            throw .digestMismatch(what: "config of manifest \(manifestDigest)", expected: manifest.config.digest.description, actual: configDigest.description)
+        }
+        let config = try Documents.decode(ImageConfig.self, configBytes, what: "config \(configDigest)")
+        guard config.rootfs.diff_ids.count == manifest.layers.count else {
+            throw .badDocument(
+                what: "config \(configDigest)", reason: "lists \(config.rootfs.diff_ids.count) diff_ids for \(manifest.layers.count) layers")
+        }
+        for layer in layers {
+            let stored = repository.streamID(Self.layerStream(layer.diffID))
+            guard stored == layer.stream else {
+                throw .badDocument(
+                    what: "layer \(layer.diffID)",
+                    reason: "\(layer.stream.hex) is not its stored stream (\(stored.map(\.hex) ?? "none is stored"))")
+            }
+        }
+        for diffID in config.rootfs.diff_ids where !layers.contains(where: { $0.diffID == diffID }) {
+            throw .notFound("layer \(diffID) of config \(configDigest) among the layers given")
+        }
+
         let configStream: ObjectID
         if let stored = repository.streamID(Self.configStream(configDigest)) {
             configStream = stored
         } else {
-            configStream = try storeConfig(image.configBytes, digest: configDigest, layers: layers)
+            configStream = try storeConfig(configBytes, digest: configDigest, layers: layers)
         }
-        if repository.streamID(Self.manifestStream(image.manifestDigest)) == nil {
-            _ = try storeManifest(image.manifestBytes, digest: image.manifestDigest, config: (configDigest, configStream), layers: layers)
+        if repository.streamID(Self.manifestStream(manifestDigest)) == nil {
+            _ = try storeManifest(manifestBytes, digest: manifestDigest, config: (configDigest, configStream), layers: layers)
         }
-        if try open(manifest: image.manifestDigest).imageID(defaultFormat.stored) == nil {
-            try makeImages(manifest: image.manifestDigest, tag: name)
+        if try open(manifest: manifestDigest).imageID(defaultFormat.stored) == nil {
+            try makeImages(manifest: manifestDigest, tag: name)
         } else if let name {
-            try tag(image.manifestDigest, as: name)
+            try tag(manifestDigest, as: name)
         }
         // Making the images rewrote both streams.
-        guard let manifestStream = repository.streamID(Self.manifestStream(image.manifestDigest)),
+        guard let manifestStream = repository.streamID(Self.manifestStream(manifestDigest)),
             let finalConfig = repository.streamID(Self.configStream(configDigest))
-        else { throw .notFound("the streams of \(image.manifestDigest) after the copy") }
-        return CopyResult(
-            manifestDigest: image.manifestDigest, manifestStream: manifestStream, configDigest: configDigest, configStream: finalConfig)
-    }
-}
-
-/// The bytes a split stream stands for, its objects read as they come.
-private struct SplitStreamSource: ByteSource {
-    let repository: Repository
-    var pieces: [SplitStream.Chunk] = []
-    var index = 0
-    var offset = 0
-    var object: FileDescriptor?
-
-    init(_ stream: SplitStream, repository: Repository) throws(OCIError) {
-        self.repository = repository
-        var pieces: [SplitStream.Chunk] = []
-        try repositoryCall { () throws(RepositoryError) in
-            try stream.forEachChunk { (chunk) throws(RepositoryError) in pieces.append(chunk) }
-        }
-        self.pieces = pieces
-    }
-
-    mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(OCIError) -> Int {
-        while index < pieces.count {
-            switch pieces[index] {
-            case let .inline(bytes):
-                let count = min(buffer.count, bytes.count - offset)
-                if count > 0 {
-                    bytes[(bytes.startIndex + offset)...].prefix(count).withUnsafeBytes {
-                        buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[..<count]))
-                    }
-                    offset += count
-                    return count
-                }
-            case let .external(id):
-                if object == nil { object = try repositoryCall { () throws(RepositoryError) in try repository.openObject(id) } }
-                guard let file = object else { return 0 }
-                let count = try systemCall { () throws(SystemError) in try readSome(file.raw, into: buffer, path: file.path) }
-                if count > 0 { return count }
-                object = nil
-            }
-            index += 1
-            offset = 0
-        }
-        return 0
+        else { throw .notFound("the streams of \(manifestDigest) after finalizing") }
+        return FinalizedImage(manifestDigest: manifestDigest, manifestStream: manifestStream, configDigest: configDigest, configStream: finalConfig)
     }
 }

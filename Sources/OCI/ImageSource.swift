@@ -52,11 +52,15 @@ public protocol ImageSource: Sendable {
     var verifiesBlobDigests: Bool { get }
     /// Whether `blob` downloads (and reports progress itself) rather than opening a local file.
     var stagesBlobs: Bool { get }
+    /// Whether this is an OCI layout directory, which composefs-rs reads itself (everything
+    /// else goes through skopeo) and whose pulls it reports in other words.
+    var isLayoutDirectory: Bool { get }
 }
 
 extension ImageSource {
     public var verifiesBlobDigests: Bool { true }
     public var stagesBlobs: Bool { false }
+    public var isLayoutDirectory: Bool { false }
 }
 
 /// Parses a transport reference.
@@ -130,6 +134,11 @@ struct LayoutSource: ImageSource {
         self.reference = reference
         name = directory
         try checkLayoutFile()
+    }
+
+    var isLayoutDirectory: Bool {
+        if case .directory = storage { return true }
+        return false
     }
 
     init(archive: String, reference: String?) throws(OCIError) {

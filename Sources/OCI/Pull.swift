@@ -25,18 +25,21 @@ public struct PullOptions: Sendable {
     }
 }
 
-/// What `pull` reports while it works.
+/// What `pull` reports while it works: composefs-rs 0.9's progress events (its ProgressEvent,
+/// in its words, per layer by diff_id), and when the composefs images are built.
 public enum PullEvent: Sendable {
-    /// The config is stored already, and so its layers.
-    case alreadyHaveConfig(Digest)
-    case fetchingConfig(Digest)
-    /// A layer (by diff_id) that is stored already.
-    case alreadyHaveLayer(Digest)
-    case fetchingLayer(Digest)
-    case storingManifest(Digest)
+    /// A status line.
+    case message(String)
+    /// A layer that is stored already.
+    case layerSkipped(Digest)
+    /// A layer's blob starts being read; `total` is its size.
+    case layerStarted(Digest, total: UInt64)
+    /// Bytes of the layer's blob read so far.
+    case layerProgress(Digest, fetched: UInt64, total: UInt64)
+    /// The layer is stored; `transferred` is its blob's size.
+    case layerDone(Digest, transferred: UInt64)
+    /// The composefs images are being built (composefs-rs reports nothing then).
     case buildingImage
-    /// Bytes of layer blobs read so far, of the total to fetch.
-    case bytes(done: UInt64, total: UInt64)
 }
 
 public struct PullResult: Sendable {
@@ -56,23 +59,27 @@ extension ImageStore {
         let source = try ImageReference.source(reference, options: options.registry)
         let (manifestDigest, manifestBytes, manifest) = try await resolveManifest(source, reference: reference, platform: options.platform)
         let configDigest = manifest.config.digest
+        // composefs-rs reads layout directories itself and words their progress its own way.
+        let layoutDirectory = source.isLayoutDirectory
+        if layoutDirectory { events?(.message("Importing \(manifest.layers.count) layers from OCI layout")) }
 
         var layerStreams: [(diffID: Digest, stream: ObjectID)] = []
         var statistics = ImportStatistics()
         let configStream: ObjectID
         if repository.streamID(Self.configStream(configDigest)) != nil {
             // Stored before: its layers are the ones it names.
-            events?(.alreadyHaveConfig(configDigest))
+            if !layoutDirectory { events?(.message("Already have container config \(configDigest)")) }
             let (document, config) = try readConfig(configDigest, stream: nil)
             try checkLayerCount(config, manifest)
             layerStreams = try config.layerStreams(in: document.refs, config: configDigest)
+            if layoutDirectory { for layer in layerStreams { events?(.layerSkipped(layer.diffID)) } }
             configStream = document.id
         } else {
             let configDescriptor = manifest.config
             guard configDescriptor.size >= 0, configDescriptor.size <= Int64(DocumentLimits.configMax) else {
                 throw .badDocument(what: "config \(configDigest)", reason: "size \(configDescriptor.size) out of range")
             }
-            events?(.fetchingConfig(configDigest))
+            if !layoutDirectory { events?(.message("Fetching config \(configDigest)")) }
             let configBytes = try await source.blob(configDescriptor, progress: nil).bytes(limit: DocumentLimits.configMax)
             try verify(configBytes, against: configDescriptor, what: "config")
             let config = try Documents.decode(ImageConfig.self, configBytes, what: "config \(configDigest)")
@@ -82,7 +89,7 @@ extension ImageStore {
             for (descriptor, diffID) in zip(manifest.layers, config.rootfs.diff_ids) {
                 guard descriptor.size >= 0 else { throw .badDocument(what: "layer \(descriptor.digest)", reason: "negative size") }
                 if repository.streamID(Self.layerStream(diffID)) != nil || queued.contains(diffID) {
-                    events?(.alreadyHaveLayer(diffID))
+                    events?(.layerSkipped(diffID))
                 } else {
                     queued.insert(diffID)
                     missing.append((descriptor, diffID))
@@ -100,9 +107,10 @@ extension ImageStore {
 
         let manifestStream: ObjectID
         if let stored = repository.streamID(Self.manifestStream(manifestDigest)) {
+            events?(.message(layoutDirectory ? "Storing manifest" : "Already have manifest \(manifestDigest)"))
             manifestStream = stored
         } else {
-            events?(.storingManifest(manifestDigest))
+            events?(.message(layoutDirectory ? "Storing manifest" : "Storing manifest \(manifestDigest)"))
             manifestStream = try storeManifest(
                 manifestBytes, digest: manifestDigest, config: (configDigest, configStream), layers: layerStreams)
         }
@@ -167,11 +175,6 @@ extension ImageStore {
         _ layers: [(descriptor: Descriptor, diffID: Digest)], from source: any ImageSource, options: PullOptions,
         events: (@Sendable (PullEvent) -> Void)?
     ) async throws(OCIError) -> ImportStatistics {
-        let total = layers.reduce(UInt64(0)) { $0 + UInt64($1.descriptor.size) }
-        let done = Atomic<UInt64>(0)
-        let report: (@Sendable (UInt64) -> Void)? = events.map { events in
-            { @Sendable count in events(.bytes(done: done.add(count, ordering: .relaxed).newValue, total: total)) }
-        }
         let result: Result<ImportStatistics, OCIError> = await withTaskGroup(of: Result<ImportStatistics, OCIError>.self) { group in
             var statistics = ImportStatistics()
             var failure: OCIError?
@@ -182,7 +185,7 @@ extension ImageStore {
                 next += 1
                 group.addTask {
                     do throws(OCIError) {
-                        return .success(try await self.fetchLayer(layer.descriptor, diffID: layer.diffID, from: source, events: events, report: report))
+                        return .success(try await self.fetchLayer(layer.descriptor, diffID: layer.diffID, from: source, events: events))
                     } catch {
                         return .failure(error)
                     }
@@ -206,10 +209,15 @@ extension ImageStore {
     }
 
     private func fetchLayer(
-        _ descriptor: Descriptor, diffID: Digest, from source: any ImageSource, events: (@Sendable (PullEvent) -> Void)?,
-        report: (@Sendable (UInt64) -> Void)?
+        _ descriptor: Descriptor, diffID: Digest, from source: any ImageSource, events: (@Sendable (PullEvent) -> Void)?
     ) async throws(OCIError) -> ImportStatistics {
-        events?(.fetchingLayer(diffID))
+        // Progress counts the blob's bytes (compressed, as stored), as composefs-rs does.
+        let total = UInt64(descriptor.size)
+        let fetched = Atomic<UInt64>(0)
+        let report: (@Sendable (UInt64) -> Void)? = events.map { events in
+            { @Sendable count in events(.layerProgress(diffID, fetched: fetched.add(count, ordering: .relaxed).newValue, total: total)) }
+        }
+        events?(.layerStarted(diffID, total: total))
         let blob = try await source.blob(descriptor, progress: report)
         let downloaded = source.stagesBlobs
         let repository = self.repository
@@ -236,6 +244,7 @@ extension ImageStore {
             throw .digestMismatch(what: "layer \(descriptor.digest) (uncompressed, diff_id)", expected: diffID.description, actual: imported.diffID.description)
         }
         _ = try storeLayer(imported.stream, diffID: diffID)
+        events?(.layerDone(diffID, transferred: total))
         return imported.statistics
     }
 }

@@ -209,6 +209,10 @@ public final class Repository: @unchecked Sendable {
         try openDirectory("objects", create: true)
     }
 
+    /// objects/ opened anew, for another process to read objects below it by name (a layer
+    /// handed over by varlink's GetLayer).
+    public func openObjectsDirectory() throws(RepositoryError) -> FileDescriptor { try objectsDirectory() }
+
     /// Stores `bytes` unless an object with their digest exists; returns the digest.
     @discardableResult
     public func ensureObject(_ bytes: [UInt8]) throws(RepositoryError) -> ObjectID {
@@ -236,29 +240,6 @@ public final class Repository: @unchecked Sendable {
             throw .corrupt(path: path + "/objects/" + id.objectPath, reason: "source changed size while it was copied")
         }
         try finish(file, id: id, objects: objects)
-    }
-
-    /// Takes object `id` from `source` (same algorithm) without copying its data: a reflink of
-    /// it (its digest then measured again), or else a hard link to it (same inode, same
-    /// digest). Neither possible (another file system, no reflinks, no right to link) is an
-    /// error naming both causes.
-    public func adoptObject(_ id: ObjectID, from source: Repository) throws(RepositoryError) {
-        let objects = try objectsDirectory()
-        let sourceObject = try source.openObject(id)
-        let size = try systemCall { () throws(SystemError) in try sourceObject.status() }.st_size
-        if try existingObjectMatches(objects, id: id, size: Int(size)) { return }
-        let file = try UnnamedFile(in: objects, mode: 0o644)
-        let reflink = cfs_ficlone(file.fd.raw, sourceObject.raw)
-        if reflink == 0 {
-            try finish(file, id: id, objects: objects)
-            return
-        }
-        try makeDirectory(at: objects, String(id.objectPath.prefix(2)), path: "objects/" + id.objectPath.prefix(2))
-        let sourcePath = source.path + "/objects/" + id.objectPath
-        guard linkat(AT_FDCWD, sourcePath, objects.raw, id.objectPath, 0) == 0 || errno == EEXIST else {
-            throw .system(SystemError(
-                "reflink failed (\(SystemError.message(-reflink))), and so did hard link to", path: path + "/objects/" + id.objectPath))
-        }
     }
 
     /// Enables verity (required in a secure repository), checks the kernel agrees on the

@@ -34,6 +34,8 @@ public enum RepositoryError: Error, CustomStringConvertible {
     /// A tree that cannot be written as an image (a file too big, too many xattrs, …).
     case imageWrite(ImageWriteError)
     case corrupt(path: String, reason: String)
+    /// Zero-copy storing of a file as an object: neither a reflink nor a hard link worked.
+    case zeroCopyImpossible(path: String, reflink: String, hardLink: String)
     /// Building the tree of a directory failed (a file could not be read, …).
     case build(BuildError)
     case system(SystemError)
@@ -70,6 +72,8 @@ public enum RepositoryError: Error, CustomStringConvertible {
             "cannot write the composefs image: \(error)"
         case let .corrupt(path, reason):
             "\(path): \(reason)"
+        case let .zeroCopyImpossible(path, reflink, hardLink):
+            "\(path): reflink and hardlink both failed; copy fallback is disabled (zerocopy mode): reflink: \(reflink); hard link: \(hardLink)"
         case let .build(error):
             error.description
         case let .system(error):

@@ -41,7 +41,9 @@ public final class VarlinkConnection: @unchecked Sendable {
     private var buffer: [UInt8] = []
     /// Where the search for the next NUL resumes.
     private var scanned = 0
-    private var pendingDescriptors: [FileDescriptor] = []
+    /// Descriptors received and not yet handed out, each batch with the offset in `buffer`
+    /// where the message it came with starts.
+    private var pendingDescriptors: [(start: Int, descriptors: [FileDescriptor])] = []
 
     public init(socket: FileDescriptor) { self.socket = socket }
 
@@ -61,10 +63,11 @@ public final class VarlinkConnection: @unchecked Sendable {
     public func receive() throws(VarlinkConnectionError) -> VarlinkMessage? {
         while true {
             if let end = buffer[scanned...].firstIndex(of: 0) {
-                let message = VarlinkMessage(bytes: Array(buffer[..<end]), fileDescriptors: pendingDescriptors)
+                let mine = pendingDescriptors.filter { $0.start <= end }.flatMap(\.descriptors)
+                pendingDescriptors = pendingDescriptors.filter { $0.start > end }.map { ($0.start - end - 1, $0.descriptors) }
+                let message = VarlinkMessage(bytes: Array(buffer[..<end]), fileDescriptors: mine)
                 buffer.removeSubrange(...end)
                 scanned = 0
-                pendingDescriptors = []
                 return message
             }
             scanned = buffer.count
@@ -75,18 +78,23 @@ public final class VarlinkConnection: @unchecked Sendable {
             let count = chunk.withUnsafeMutableBytes { bytes in
                 cvl_receive_with_fds(socket.raw, bytes.baseAddress, bytes.count, &descriptors, CVL_MAX_FDS, &descriptorCount)
             }
-            for fd in descriptors.prefix(Int(descriptorCount)) {
-                let descriptor = FileDescriptor(owning: fd, path: "descriptor from \(socket.path)")
-                // One message carries at most what one sendmsg can: more would only exhaust
-                // the process's descriptors, so the rest are closed.
-                if pendingDescriptors.count < Int(CVL_MAX_FDS) { pendingDescriptors.append(descriptor) }
-            }
+            let received = descriptors.prefix(Int(descriptorCount)).map { FileDescriptor(owning: $0, path: "descriptor from \(socket.path)") }
             if count < 0 {
                 if -count == ECONNRESET { return nil }
                 throw .system(SystemError("receive from", path: socket.path, code: Int32(-count)))
             }
             if count == 0 { return nil }
+            let old = buffer.count
             buffer += chunk.prefix(count)
+            // At most what one sendmsg can carry waits here; more would only exhaust the
+            // process's descriptors, so the rest are closed.
+            let room = Int(CVL_MAX_FDS) - pendingDescriptors.reduce(0) { $0 + $1.descriptors.count }
+            guard !received.isEmpty, room > 0 else { continue }
+            // The kernel ends a read with the data that carried descriptors, and a sender
+            // attaches them to a message's first bytes: they belong to the last message that
+            // starts in this read.
+            let start = (old..<buffer.count).last { $0 == 0 || buffer[$0 - 1] == 0 } ?? (buffer[..<old].lastIndex(of: 0).map { $0 + 1 } ?? 0)
+            pendingDescriptors.append((start, Array(received.prefix(room))))
         }
     }
 

@@ -26,10 +26,6 @@ public struct VarlinkError: Error, Sendable, CustomStringConvertible {
         VarlinkError("org.varlink.service.MethodNotFound", [("method", .string(method))])
     }
 
-    public static func methodNotImplemented(_ method: String) -> VarlinkError {
-        VarlinkError("org.varlink.service.MethodNotImplemented", [("method", .string(method))])
-    }
-
     /// A parameter that is missing, of the wrong type or out of range; also what a message that
     /// is no call at all gets (naming the part of the message at fault, "" for the whole).
     public static func invalidParameter(_ parameter: String) -> VarlinkError {
@@ -192,6 +188,17 @@ public struct VarlinkParameters: Sendable {
         for item in items {
             guard case let .string(text) = item else { throw .invalidParameter(name) }
             result.append(text)
+        }
+        return result
+    }
+
+    /// An array of objects (varlink's `[]Type` of a struct type).
+    public func objects(_ name: String) throws(VarlinkError) -> [VarlinkParameters] {
+        guard case let .array(items)? = value(name) else { throw .invalidParameter(name) }
+        var result: [VarlinkParameters] = []
+        for item in items {
+            guard case let .object(values) = item else { throw .invalidParameter(name) }
+            result.append(VarlinkParameters(values))
         }
         return result
     }

@@ -46,8 +46,13 @@ public enum VarlinkOutcome: Sendable {
 
 /// Replies before the final one, for calls made with `more`.
 public protocol VarlinkReplyStream {
-    /// Sends a reply that continues; false once the client is gone (the call should end then).
-    func send(_ parameters: [(String, JSONValue)]) -> Bool
+    /// Sends a reply that continues, with descriptors; false once the client is gone (the
+    /// call should end then).
+    func send(_ parameters: [(String, JSONValue)], descriptors: [FileDescriptor]) -> Bool
+}
+
+extension VarlinkReplyStream {
+    public func send(_ parameters: [(String, JSONValue)]) -> Bool { send(parameters, descriptors: []) }
 }
 
 public protocol VarlinkService: Sendable {
@@ -72,7 +77,7 @@ public enum VarlinkServer {
                 continue
             }
             let connection = VarlinkConnection(socket: FileDescriptor(owning: fd, path: listener.path))
-            startThread { serve(connection: connection, service: service) }
+            startDetachedThread { serve(connection: connection, service: service) }
         }
     }
 
@@ -240,15 +245,17 @@ final class ConnectionStream: VarlinkReplyStream {
         self.enabled = enabled
     }
 
-    func send(_ parameters: [(String, JSONValue)]) -> Bool {
+    func send(_ parameters: [(String, JSONValue)], descriptors: [FileDescriptor]) -> Bool {
         guard enabled, !failed else { return !failed }
-        do { try connection.send(.parameters(parameters, continues: true)) } catch { failed = true }
+        do { try connection.send(.parameters(parameters, continues: true), descriptors: descriptors.map(\.raw)) } catch { failed = true }
+        withExtendedLifetime(descriptors) {}
         return !failed
     }
 }
 
-/// Runs `body` on a new detached thread; drops it when no thread can be made.
-func startThread(_ body: @escaping @Sendable () -> Void) {
+/// Runs `body` on a new detached thread (work that may block for long, which a shared pool
+/// must not be held up by); drops it when no thread can be made.
+public func startDetachedThread(_ body: @escaping @Sendable () -> Void) {
     final class Box {
         let body: @Sendable () -> Void
         init(_ body: @escaping @Sendable () -> Void) { self.body = body }

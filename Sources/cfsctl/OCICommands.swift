@@ -10,6 +10,7 @@ import Dumpfile
 import FsVerity
 import OCI
 import Repository
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -134,17 +135,19 @@ struct OciPull: ParsableCommand {
         let options = PullOptions(platform: chosenPlatform, registry: registry, parallelLayers: max(2, availableProcessors))
         let tag = name ?? image
         let progress = ProgressReporter()
+        let layers = LayerBytes()
         let reference = image
         let result = try runBlocking { () async throws(OCIError) -> PullResult in
             try await store.pull(reference, tag: tag, options: options) { event in
                 switch event {
-                case let .alreadyHaveConfig(digest): progress?.message("Already have config \(digest)")
-                case let .fetchingConfig(digest): progress?.message("Fetching config \(digest)")
-                case let .alreadyHaveLayer(diffID): progress?.message("Already have layer \(diffID)")
-                case let .fetchingLayer(diffID): progress?.message("Fetching layer \(diffID)")
-                case let .storingManifest(digest): progress?.message("Storing manifest \(digest)")
+                case let .message(text): progress?.message(text)
+                case let .layerSkipped(diffID): progress?.message("Already have layer \(diffID)")
+                case let .layerStarted(diffID, total):
+                    progress?.message("Fetching layer \(diffID)")
+                    layers.update(diffID, fetched: 0, total: total, on: progress)
+                case let .layerProgress(diffID, fetched, total): layers.update(diffID, fetched: fetched, total: total, on: progress)
+                case let .layerDone(diffID, transferred): layers.update(diffID, fetched: transferred, total: transferred, on: progress)
                 case .buildingImage: progress?.message("Building composefs image")
-                case let .bytes(done, total): progress?.bytes(done: done, total: total)
                 }
             }
         }
@@ -171,6 +174,20 @@ struct OciPull: ParsableCommand {
         } else if bootable {
             writeStandardOutput("Boot image: \(try store.bootImage(manifest: result.manifestDigest).hex)\n")
         }
+    }
+}
+
+/// The layers being fetched, drawn as one bar: their bytes read of their sizes.
+final class LayerBytes: Sendable {
+    private let layers = Mutex<[Digest: (fetched: UInt64, total: UInt64)]>([:])
+
+    func update(_ diffID: Digest, fetched: UInt64, total: UInt64, on progress: ProgressReporter?) {
+        guard let progress else { return }
+        let (done, all) = layers.withLock { layers in
+            layers[diffID] = (fetched, total)
+            return layers.values.reduce((UInt64(0), UInt64(0))) { ($0.0 + $1.fetched, $0.1 + $1.total) }
+        }
+        progress.bytes(done: done, total: all)
     }
 }
 

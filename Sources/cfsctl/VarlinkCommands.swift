@@ -35,6 +35,7 @@ struct OciVarlinkCommand: ParsableCommand {
 /// repository flags (--insecure, --require-verity, --no-upgrade) apply to every repository
 /// opened; --repo and the like do not: clients open repositories by path.
 func serveVarlink(global: Cfsctl, address: String?) throws -> Never {
+    ignoreBrokenPipes()
     let service = CfsctlVarlinkService(
         options: .init(insecure: global.insecure, requireVerity: global.requireVerity, noUpgrade: global.noUpgrade))
     if let activated = try VarlinkServer.takeActivatedSocket() { serve(activated, service) }
@@ -48,12 +49,17 @@ func serveVarlinkIfActivatedBare() {
     guard CommandLine.arguments.count == 1, getenv("LISTEN_FDS") != nil else { return }
     do {
         guard let activated = try VarlinkServer.takeActivatedSocket() else { return }
+        ignoreBrokenPipes()
         serve(activated, CfsctlVarlinkService())
     } catch {
         writeStandardError("Error: \(error)\n")
         exit(1)
     }
 }
+
+/// A client that closes a layer's pipe (GetLayer) ends the thread writing it, with EPIPE,
+/// rather than the service.
+private func ignoreBrokenPipes() { signal(SIGPIPE, SIG_IGN) }
 
 private func serve(_ socket: VarlinkServer.ActivatedSocket, _ service: CfsctlVarlinkService) -> Never {
     switch socket {

@@ -78,6 +78,17 @@ int cfs_open_tmpfile(int dir_fd, mode_t mode);
 /* Gives the open unnamed file fd the name dir_fd/name (fails with -EEXIST if taken). */
 int cfs_link_tmpfile(int fd, int dir_fd, const char *name);
 
+/* Opens path read-only below dir_fd with openat2(2): the path may not leave dir_fd
+   (RESOLVE_BENEATH), go through /proc's magic links or cross a mount point. Kernels without
+   openat2 (ENOSYS, before 5.6) get openat(2) with O_NOFOLLOW. */
+int cfs_openat_beneath(int dir_fd, const char *path);
+
+/* pipe2(2) with O_CLOEXEC: ends[0] reads, ends[1] writes. */
+int cfs_pipe_cloexec(int ends[2]);
+
+/* memfd_create(2) with MFD_CLOEXEC: an anonymous file in memory. */
+int cfs_memfd(const char *name);
+
 /* syncfs(2): flushes the whole file system holding fd. */
 int cfs_syncfs(int fd);
 
