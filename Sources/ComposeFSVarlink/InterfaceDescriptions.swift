@@ -3,11 +3,8 @@
 // org.composefs.Oci, as its service declares them.
 
 enum InterfaceDescriptions {
-    static let repository = """
-        # Repository lifecycle, integrity checks, garbage collection and mounting.
-        # Repositories are reached through handles from OpenRepository.
-        interface org.composefs.Repository
-
+    /// Both interfaces define it, as composefs-rs's do.
+    private static let fsckReply = """
         # Result of a repository consistency check.
         type FsckReply (
           ok: bool,
@@ -22,6 +19,14 @@ enum InterfaceDescriptions {
           missing_objects: int,
           errors: []string
         )
+        """
+
+    static let repository = """
+        # Repository lifecycle, integrity checks, garbage collection and mounting.
+        # Repositories are reached through handles from OpenRepository.
+        interface org.composefs.Repository
+
+        \(fsckReply)
 
         # What garbage collection removed (or would remove).
         type GcResult (
@@ -116,20 +121,7 @@ enum InterfaceDescriptions {
           referrer_count: int
         )
 
-        # Result of a repository consistency check.
-        type FsckReply (
-          ok: bool,
-          has_metadata: bool,
-          objects_checked: int,
-          objects_corrupted: int,
-          streams_checked: int,
-          streams_corrupted: int,
-          images_checked: int,
-          images_corrupted: int,
-          broken_links: int,
-          missing_objects: int,
-          errors: []string
-        )
+        \(fsckReply)
 
         type XattrFiltering (AllowlistOnly, KeepUserXattrs)
 
