@@ -114,7 +114,7 @@ let package = Package(
             ]),
         // Helpers shared by the test targets (a reproducible random generator, a scratch repository).
         .target(name: "TestSupport", dependencies: ["Repository"], path: "Tests/TestSupport"),
-        .testTarget(name: "SELinuxTests", dependencies: ["SELinux", "ComposeFS", "TestSupport"]),
+        .testTarget(name: "SELinuxTests", dependencies: ["SELinux", "ComposeFS", "EROFS", "TestSupport"]),
         .testTarget(name: "FsVerityTests", dependencies: ["FsVerity", "ComposeFSBase", "TestSupport"]),
         .testTarget(name: "RepositoryTests", dependencies: ["Repository", "FsVerity", "TestSupport"]),
         .testTarget(

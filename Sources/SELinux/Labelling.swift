@@ -126,9 +126,11 @@ private struct Walk {
 
             if entry.inode.isDirectory {
                 try setLabel(entry.inode, label, path: effective)
-                var frame = Frame(directory: entry.inode, prefix: effective + [slash])
+                // As Rust's PathBuf::push: a separator unless the path (an alias) ends with one.
+                let separated = effective.last != slash
+                var frame = Frame(directory: entry.inode, prefix: separated ? effective + [slash] : effective)
                 if let dfa = policy.dfa, var below = cursor {
-                    dfa.advance(&below, slash)
+                    if separated { dfa.advance(&below, slash) }
                     frame.cursor = below
                     frame.generation = dfa.generation
                 }

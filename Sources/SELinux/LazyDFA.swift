@@ -218,7 +218,6 @@ final class LazyDFA {
                 case .byteRange, .byteSet: consumers.append(id)
                 case .union: for target in nfa.alternatives[Int(state.aux)].reversed() { stack.append(target) }
                 case .look: if holds(state.look, context: context, symbol: symbol) { stack.append(state.next) }
-                case .empty: stack.append(state.next)
                 case .match: best = min(best, state.aux)
                 case .fail: break
                 }

@@ -15,7 +15,6 @@ struct PatternNFA {
         case look
         /// Pattern `aux` has matched.
         case match
-        case empty
         case fail
     }
 

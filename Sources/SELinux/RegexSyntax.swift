@@ -21,7 +21,6 @@ struct RegexFlags: Equatable {
     var caseInsensitive: Bool?
     var multiLine: Bool?
     var dotMatchesNewLine: Bool?
-    var swapGreed: Bool?
     var unicode: Bool?
     var crlf: Bool?
     var ignoreWhitespace: Bool?
@@ -389,7 +388,8 @@ struct RegexParser {
                 case "i": flags.caseInsensitive = enable
                 case "m": flags.multiLine = enable
                 case "s": flags.dotMatchesNewLine = enable
-                case "U": flags.swapGreed = enable
+                // Greediness changes no match, only where one ends.
+                case "U": break
                 case "u": flags.unicode = enable
                 case "R": flags.crlf = enable
                 case "x": flags.ignoreWhitespace = enable

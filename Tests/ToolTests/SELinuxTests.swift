@@ -294,12 +294,67 @@ struct SELinuxTests {
         ("Unicode word boundary", { root in try policyTree(root, ["file_contexts": simplePolicy + "/usr(?u:\\b)\tu:r:x:s0\n"]) }),
         ("aliases and none", { root in
             try policyTree(root, [
-                "file_contexts": simplePolicy + "/opt/bin/f\t<<none>>\n", "file_contexts.subs": "/opt /usr\n# c\n",
-                "file_contexts.subs_dist": "/opt /usr\n/usr/bin /opt\n",
+                "file_contexts": simplePolicy + "/opt/bin/f\t<<none>>\n/usr/bin/x\tu:r:x:s0\n", "file_contexts.subs": "/opt /usr\n# c\n",
+                "file_contexts.subs_dist": "/opt /usr\n/usr/bin /opt\n/srv /usr/bin/\n",
             ])
             try write(root + "/opt/bin/f", "f\n")
+            try write(root + "/srv/x", "x\n")
         }),
     ]
+
+    /// Each non-directory's path, nlink and label, and each directory's path and label, from a dumpfile.
+    static func labels(_ dumpfile: String) -> [String] {
+        dumpfile.split(separator: "\n").map { line in
+            let fields = line.split(separator: " ", omittingEmptySubsequences: false)
+            let label = fields.first { $0.hasPrefix("security.selinux=") } ?? "-"
+            let nlink = fields.count > 3 && !fields[2].hasPrefix("4") ? fields[3] : ""
+            return "\(fields[0]) \(nlink) \(label)"
+        }
+    }
+
+    /// An OCI image of `tree` (one layer), pulled bootable into a new repository; the result
+    /// of the pull, and of `oci dump --bootable` after it.
+    static func pullBootable(_ tree: String, in work: String) throws -> (pull: ProcessResult, dump: ProcessResult) {
+        let tar = try run("/bin/tar", ["--format=posix", "--numeric-owner", "-C", tree, "-cf", work + "/layer.tar", "."])
+        #expect(tar.status == 0, "\(tar.stderr)")
+        let image = try run("/usr/bin/python3", [scriptsDirectory() + "/make-oci-image.py", work + "/layout", "--layer-tar", work + "/layer.tar"])
+        #expect(image.status == 0, "\(image.stderr)")
+        let repo = work + "/repo"
+        #expect(try runTool("cfsctl", ["--repo", repo, "init", "--insecure"]).status == 0)
+        let pull = try runTool("cfsctl", ["--insecure", "--repo", repo, "oci", "pull", "--bootable", "oci:\(work)/layout:test", "t"])
+        return (pull, try runTool("cfsctl", ["--insecure", "--repo", repo, "oci", "dump", "--bootable", "t"]))
+    }
+
+    @Test func ociImagesAreLabelledFromTheirOwnPolicy() throws {
+        let work = try TemporaryDirectory()
+        let tree = work.url.path + "/tree"
+        // A file_contexts long enough to be stored as an object, not inline.
+        try Self.policyTree(tree, [
+            "file_contexts": Self.simplePolicy + "/etc(/.*)?\tu:r:etc:s0\n/var/log(/.*)?\tu:r:log:s0\n/tmp/.*\t<<none>>\n/dev/f\t-p\tu:r:fifo:s0\n",
+            "file_contexts.subs_dist": "/lib /usr/bin\n",
+        ])
+        try Self.makeDirectories(tree, ["var/log", "tmp", "dev", "lib"])
+        try Self.write(tree + "/lib/x", "x\n")
+        for name in ["etc/f-link", "var/log/f-link", "tmp/f-link", "usr/bin/f-link"] { #expect(link(tree + "/usr/bin/f", tree + "/" + name) == 0) }
+        #expect(symlink("f", tree + "/usr/bin/s") == 0)
+        #expect(mkfifo(tree + "/dev/f", 0o600) == 0)
+        let (pull, dump) = try Self.pullBootable(tree, in: work.url.path)
+        #expect(pull.status == 0, "\(pull.stderr)")
+        #expect(dump.status == 0, "\(dump.stderr)")
+        let reference = try Self.reference(["--no-repo", "create-dumpfile", "--bootable", tree])
+        #expect(reference.status == 0, "\(reference.stderr)")
+        #expect(Self.labels(dump.stdout) == Self.labels(reference.stdout))
+        #expect(dump.stdout.contains("security.selinux=u:r:log:s0"))
+
+        // A policy file the tree cannot give is composefs-rs's error, as create-image reports it.
+        let linked = work.url.path + "/linked"
+        try Self.policyTree(linked, ["real": Self.simplePolicy])
+        #expect(symlink("real", linked + "/etc/selinux/t/contexts/files/file_contexts") == 0)
+        try FileManager.default.createDirectory(atPath: work.url.path + "/second", withIntermediateDirectories: true)
+        let refused = try Self.pullBootable(linked, in: work.url.path + "/second").pull
+        #expect(refused.status == 1)
+        #expect(refused.stderr.hasSuffix("Caused by:\n    0: Building SELinux policy\n    1: Directory entry \"file_contexts\" is not a regular file\n"), "\(refused.stderr)")
+    }
 
     @Test func policyFilesAsComposefsRSReadsThem() throws {
         for (name, setUp) in Self.policyCases {
