@@ -26,12 +26,19 @@ public enum SELinuxLabels {
 
     /// Labels `root` (already made bootable) from the policy `source` finds in it.
     public static func apply(to root: Inode, policy source: PolicySource) throws(SELinuxError) -> Outcome {
+        try apply(to: root, policy: source, dfaMemoryBudget: Policy.dfaMemoryBudget)
+    }
+
+    /// With the DFA's memory budget given (tests make it start again all the time).
+    static func apply(to root: Inode, policy source: PolicySource, dfaMemoryBudget: Int) throws(SELinuxError) -> Outcome {
         guard let files = try PolicyReader(source: source, root: root).read() else {
             ContainerRoot.forEachInode(root) { removeLabel($0) }
             return Outcome(labelled: false, copies: [])
         }
         let policy: Policy
-        do { policy = try Policy.compile(specifications: files.specifications, aliases: files.aliases) } catch {
+        do {
+            policy = try Policy.compile(specifications: files.specifications, aliases: files.aliases, dfaMemoryBudget: dfaMemoryBudget)
+        } catch {
             throw SELinuxError(fromDirectory: source.isDirectory, stage: .policy, problem: error)
         }
         var walk = Walk(policy: policy, fromDirectory: source.isDirectory)

@@ -19,12 +19,10 @@ final class LazyDFA {
 
     private let nfa: PatternNFA
     private let classOf: [UInt8]
-    /// A byte of each class.
-    private let representatives: [UInt8]
     /// Transitions per state: one per byte class, then the end of the key.
     private let stride: Int
+    /// What each byte, as the last one, tells the look-arounds.
     private let contextOf: [UInt8]
-    private let startContext: UInt8 = Context.atStart
 
     private var kernels: [[Int32]] = []
     private var contexts: [UInt8] = []
@@ -34,8 +32,8 @@ final class LazyDFA {
     /// The pattern matched just before the byte (or at the end), -1 for none.
     private var matched: [Int32] = []
     private var memory = 0
+    private let memoryBudget: Int
     private(set) var generation = 0
-    static let memoryBudget = 256 << 20
 
     // Scratch space of the closure.
     private var stamps: [UInt32]
@@ -63,8 +61,9 @@ final class LazyDFA {
         }
     }
 
-    init(nfa: PatternNFA) {
+    init(nfa: PatternNFA, memoryBudget: Int) {
         self.nfa = nfa
+        self.memoryBudget = memoryBudget
         let looks = nfa.looksUsed
         let wordLooks: Set<RegexLook> = [.wordASCII, .notWordASCII, .wordStartASCII, .wordEndASCII, .wordStartHalfASCII, .wordEndHalfASCII]
         let usesWord = !looks.isDisjoint(with: wordLooks)
@@ -83,16 +82,13 @@ final class LazyDFA {
         if usesLF { mark(0x0A...0x0A) }
         if usesCR { mark(0x0D...0x0D) }
         var classOf = [UInt8](repeating: 0, count: 256)
-        var representatives: [UInt8] = [0]
-        for byte in 1..<256 where boundaries[byte] { representatives.append(UInt8(byte)) }
         var current: UInt8 = 0
         for byte in 0..<256 {
             if byte > 0 && boundaries[byte] { current += 1 }
             classOf[byte] = current
         }
         self.classOf = classOf
-        self.representatives = representatives
-        stride = representatives.count + 1
+        stride = Int(current) + 2
 
         contextOf = (0..<256).map { byte in
             var context: UInt8 = 0
@@ -114,7 +110,7 @@ final class LazyDFA {
         matched = []
         memory = 0
         _ = addState([], context: 0)
-        start = addState(nfa.starts.compactMap { $0 }, context: startContext)
+        start = addState(nfa.starts.compactMap { $0 }, context: Context.atStart)
         generation += 1
     }
 
@@ -138,7 +134,7 @@ final class LazyDFA {
 
     /// Call before a search: drops everything when over budget (cursors then need recomputing).
     func maintain() {
-        if memory > Self.memoryBudget { reset() }
+        if memory > memoryBudget { reset() }
     }
 
     var startCursor: Cursor { Cursor(state: start, best: -1) }

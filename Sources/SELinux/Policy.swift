@@ -15,9 +15,12 @@ struct Policy {
     /// The patterns PCRE2 matches, by priority.
     private let fallbacks: [(index: Int32, pattern: PCRE2Pattern)]
 
+    /// What the lazy DFA may keep before it starts again (composefs-rs's keeps 10 MB).
+    static let dfaMemoryBudget = 256 << 20
+
     /// `specifications` in file order; the problem and where it was met on failure.
     static func compile(
-        specifications: [(pattern: String, context: String)], aliases: [[UInt8]: [UInt8]]
+        specifications: [(pattern: String, context: String)], aliases: [[UInt8]: [UInt8]], dfaMemoryBudget: Int = dfaMemoryBudget
     ) throws(SELinuxProblem) -> Policy {
         let prioritized = Array(specifications.reversed())
         var labels: [[UInt8]] = []
@@ -52,7 +55,7 @@ struct Policy {
             } catch {
                 throw .refused("the file contexts' patterns need more than \(PatternNFA.stateLimit) automaton states")
             }
-            dfa = LazyDFA(nfa: nfa)
+            dfa = LazyDFA(nfa: nfa, memoryBudget: dfaMemoryBudget)
         }
         return Policy(
             aliases: Dictionary(uniqueKeysWithValues: aliases.map { (PathKey(bytes: $0.key), $0.value) }), labels: labels,
