@@ -404,9 +404,8 @@ struct RegexParser {
 
     // MARK: Repetition
 
-    private mutating func repeated(
-        _ concat: [RegexAST], min: UInt32, max: UInt32?
-    ) throws(RegexSyntaxError) -> (operand: RegexAST, rest: [RegexAST]) {
+    /// The expression a repetition operator applies to (the last one), and what precedes it.
+    private func repeated(_ concat: [RegexAST]) throws(RegexSyntaxError) -> (operand: RegexAST, rest: [RegexAST]) {
         guard let operand = concat.last else { throw RegexSyntaxError() }
         switch operand.node {
         case .empty, .flags: throw RegexSyntaxError()
@@ -417,7 +416,7 @@ struct RegexParser {
     private mutating func parseUncountedRepetition(
         _ concat: [RegexAST], min: UInt32, max: UInt32?
     ) throws(RegexSyntaxError) -> [RegexAST] {
-        let (operand, rest) = try repeated(concat, min: min, max: max)
+        let (operand, rest) = try repeated(concat)
         if bump() && char == "?" { bump() }
         let height = operand.height + 1
         try checkDepth(height)
@@ -425,7 +424,7 @@ struct RegexParser {
     }
 
     private mutating func parseCountedRepetition(_ concat: [RegexAST]) throws(RegexSyntaxError) -> [RegexAST] {
-        let (operand, rest) = try repeated(concat, min: 0, max: nil)
+        let (operand, rest) = try repeated(concat)
         guard bumpAndBumpSpace() else { throw RegexSyntaxError() }
         let first = parseDecimal()
         if isEOF { throw RegexSyntaxError() }

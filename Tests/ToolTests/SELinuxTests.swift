@@ -183,11 +183,11 @@ struct SELinuxTests {
             #expect(mknod(root + "/dev/null", S_IFCHR | 0o666, dev_t((1 << 8) | 3)) == 0)
             #expect(mknod(root + "/dev/sda", S_IFBLK | 0o660, dev_t(8 << 8)) == 0)
             #expect(mknod(root + "/dev/pts/0", S_IFCHR | 0o620, dev_t(136 << 8)) == 0)
+            // A file with a label it must lose or change.
+            #expect(cfs_lsetxattr(root + "/usr/bin/true", "security.selinux", "stale_t", 7) == 0)
         }
         let socket = try run("/usr/bin/python3", ["-c", "import socket; socket.socket(socket.AF_UNIX).bind('\(root)/dev/log')"])
         #expect(socket.status == 0, "\(socket.stderr)")
-        // A file with a label it must lose or change.
-        #expect(cfs_lsetxattr(root + "/usr/bin/true", "security.selinux", "stale_t", 7) == 0)
         for source in ["/usr/lib/systemd", "/usr/share/doc"] { try mirrorNames(of: source, into: root + source) }
     }
 
