@@ -14,7 +14,8 @@ import ComposeFSBase
 import EROFS
 
 public enum SELinuxLabels {
-    public static let xattr = Array("security.selinux".utf8)
+    /// security.selinux.
+    public static let xattr = OverlayXattr.selinux
 
     public struct Outcome {
         /// Whether a policy labelled the tree (false: it has none, and no label is left).
