@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "Repository", targets: ["Repository"]),
         .library(name: "OCI", targets: ["OCI"]),
         .library(name: "Boot", targets: ["Boot"]),
+        .library(name: "SELinux", targets: ["SELinux"]),
         // The fuzz harness bodies, for the libFuzzer package in Fuzz/.
         .library(name: "FuzzHarnesses", targets: ["FuzzHarnesses"]),
     ],
@@ -45,7 +46,11 @@ let package = Package(
         // The tree, the image writer and the image reader; no host file I/O.
         .target(name: "ComposeFS", dependencies: ["EROFS", "FsVerity", "ComposeFSBase"]),
         // Trees of directories on disk: scanning, content digests, object stores, output files.
-        .target(name: "ComposeFSBuild", dependencies: ["ComposeFS", "EROFS", "FsVerity", "ComposeFSBase", "CComposeFSSys"]),
+        .target(name: "ComposeFSBuild", dependencies: ["ComposeFS", "EROFS", "FsVerity", "ComposeFSBase", "CComposeFSSys", "SELinux"]),
+        // libpcre2-8, for the file_contexts patterns only PCRE2 accepts (as composefs-rs does).
+        .systemLibrary(name: "CPCRE2", pkgConfig: "libpcre2-8", providers: [.apt(["libpcre2-dev"])]),
+        // SELinux labels of bootable images from the image's own policy, as composefs-rs 0.9 applies them.
+        .target(name: "SELinux", dependencies: ["ComposeFS", "EROFS", "ComposeFSBase", "CPCRE2"]),
         .target(name: "Dumpfile", dependencies: ["ComposeFS", "EROFS", "FsVerity", "ComposeFSBase"]),
         .target(name: "ComposeFSMount", dependencies: ["EROFS", "FsVerity", "ComposeFSBase", "CComposeFSSys"]),
         // libzstd, for the compressed sections of split streams.
@@ -59,7 +64,7 @@ let package = Package(
         .target(
             name: "OCI",
             dependencies: [
-                "Repository", "ComposeFS", "EROFS", "FsVerity", "ComposeFSBase", "CZstd", "CZlib",
+                "Repository", "ComposeFS", "EROFS", "FsVerity", "ComposeFSBase", "CZstd", "CZlib", "SELinux",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -138,6 +143,7 @@ let package = Package(
             ]),
         // Helpers shared by the test targets (a reproducible random generator, a scratch repository).
         .target(name: "TestSupport", dependencies: ["Repository"], path: "Tests/TestSupport"),
+        .testTarget(name: "SELinuxTests", dependencies: ["SELinux", "ComposeFS", "EROFS", "TestSupport"]),
         .testTarget(name: "FsVerityTests", dependencies: ["FsVerity", "ComposeFSBase", "TestSupport"]),
         .testTarget(name: "RepositoryTests", dependencies: ["Repository", "FsVerity", "TestSupport"]),
         .testTarget(name: "SetupRootTests", dependencies: ["SetupRoot"]),

@@ -16,6 +16,11 @@ command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 [ -e /usr/include/zlib.h ] || need+=(zlib1g-dev)
 # fs-verity digests hash with OpenSSL's libcrypto.
 [ -e /usr/include/openssl/sha.h ] || need+=(libssl-dev)
+# file_contexts patterns regex-syntax refuses go to PCRE2, as in composefs-rs.
+[ -e /usr/include/pcre2.h ] || need+=(libpcre2-dev)
+# The SELinux tests compile Debian's policy with the semodule of policycoreutils's .deb, which
+# needs these libraries (the policy itself is never installed).
+[ -e /usr/lib/x86_64-linux-gnu/libsemanage.so.2 ] || need+=(libsemanage2)
 # OCI tests: a real registry on loopback, skopeo to fill it, umoci to compare with, zstd layers.
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
@@ -34,6 +39,17 @@ if [ ${#need[@]} -gt 0 ]; then
         echo "Not installing ${need[*]} (not root or no apt-get): tests needing them will skip"
     fi
 fi
+
+# Debian's SELinux policy and the tools compiling it, as .debs the tests extract (kept in
+# /var/tmp: downloaded once).
+debs=/var/tmp/composefs-test-debs
+mkdir -p "$debs"
+for package in selinux-policy-default policycoreutils; do
+    if ! ls "$debs/${package}"_*.deb >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+        (cd "$debs" && { apt-get download -qq "$package" 2>/dev/null || { [ "$(id -u)" = 0 ] && apt-get update -qq && apt-get download -qq "$package"; }; }) \
+            || echo "Could not download $package: the tests of Debian's SELinux policy will skip"
+    fi
+done
 
 # The reference vectors and tools live beside the checkout; in CI their absence is an error
 # (in a user's clone the tests that need them are skipped, with the reason).

@@ -46,9 +46,6 @@ public enum ContainerRoot {
         forEachInode(root) { $0.filterXattrs(xattrs.keeps) }
     }
 
-    /// The SELinux label xattr, which a bootable image without a policy loses.
-    public static let selinuxXattr = Array("security.selinux".utf8)
-
     /// composefs-rs's boot transform before SELinux labelling (`empty_toplevel_dirs`): /boot
     /// and /sysroot (both required) emptied, their mtime seconds set to /usr's.
     public static func prepareBoot(_ root: Inode) throws(ContainerRootError) {

@@ -3,7 +3,9 @@
 // inline or store the content of every regular file.
 
 import ComposeFS
+import ComposeFSBase
 import FsVerity
+import SELinux
 
 #if canImport(Glibc)
 import Glibc
@@ -14,15 +16,15 @@ public enum BuildError: Error, CustomStringConvertible {
     case scan(ScanError)
     case containerRoot(ContainerRootError)
     case content(ContentError)
-    /// Something the tree asks for that is not implemented (SELinux labels from a policy).
-    case unsupported(String)
+    /// A bootable tree's SELinux policy could not be applied.
+    case selinux(SELinuxError)
 
     public var description: String {
         switch self {
         case let .scan(error): error.description
         case let .containerRoot(error): error.description
         case let .content(error): "error computing digest: \(error)"
-        case let .unsupported(message): message
+        case let .selinux(error): error.description
         }
     }
 }
@@ -36,19 +38,30 @@ public struct BuildOptions: Sendable {
     /// Make the tree a container root as composefs-rs does (`ContainerRoot.prepare`) with this
     /// xattr filter; nil keeps the tree as it is.
     public var containerRoot: XattrFilter?
-    /// Make it a bootable root as composefs-rs does (`ContainerRoot.prepareBoot`, and no
-    /// SELinux labels unless the tree has a policy).
+    /// Make it a bootable root as composefs-rs does (`ContainerRoot.prepareBoot`, then the
+    /// SELinux labels of the tree's policy, or none when it has none).
     public var bootable: Bool
+    /// Where a bootable tree's policy files are read.
+    public var policyFiles: PolicyFiles
+
+    /// composefs-rs reads the policy on disk when it computes an id (`compute-id`, no
+    /// repository) and from the tree's files when it stores them (`create-image`): the two
+    /// differ on symlinks and on what is not a regular file.
+    public enum PolicyFiles: Sendable {
+        case onDisk
+        case inTree
+    }
 
     public init(
         scan: ScanOptions = ScanOptions(), algorithm: FsVerityAlgorithm = .sha256, threads: Int,
-        containerRoot: XattrFilter? = nil, bootable: Bool = false
+        containerRoot: XattrFilter? = nil, bootable: Bool = false, policyFiles: PolicyFiles = .onDisk
     ) {
         self.scan = scan
         self.algorithm = algorithm
         self.threads = threads
         self.containerRoot = containerRoot
         self.bootable = bootable
+        self.policyFiles = policyFiles
     }
 }
 
@@ -68,6 +81,8 @@ public enum DirectoryTree {
             throw .scan(error)
         }
         var files = scanned.files
+        // Hard links the labels split: copies whose content is their original's.
+        var copies: [(original: Inode, copy: Inode)] = []
         if options.containerRoot != nil || options.bootable {
             do throws(ContainerRootError) {
                 if let filter = options.containerRoot { try ContainerRoot.prepare(scanned.root, xattrs: filter) }
@@ -76,12 +91,11 @@ public enum DirectoryTree {
                 throw .containerRoot(error)
             }
             if options.bootable {
-                var policy = stat()
-                guard stat(directory + "/etc/selinux", &policy) != 0 && errno == ENOENT else {
-                    throw .unsupported(
-                        "\(directory)/etc/selinux: labelling a bootable image from an SELinux policy is not supported yet")
+                do throws(SELinuxError) {
+                    copies = try SELinuxLabels.apply(to: scanned.root, policy: policySource(directory, options.policyFiles, files)).copies
+                } catch {
+                    throw .selinux(error)
                 }
-                ContainerRoot.forEachInode(scanned.root) { $0.filterXattrs { $0 != ContainerRoot.selinuxXattr } }
             }
             // Files the transforms removed (under /run, /boot, /sysroot) need no content.
             var remaining = Set<ObjectIdentifier>()
@@ -96,6 +110,33 @@ public enum DirectoryTree {
         } catch {
             throw .content(error)
         }
+        for (original, copy) in copies {
+            copy.digest = original.digest
+            copy.payload = original.payload
+            copy.content = original.content
+        }
         return scanned.root
+    }
+
+    /// Where the policy is read: the directory, or its scanned files as the tree has them.
+    private static func policySource(_ directory: String, _ lookup: BuildOptions.PolicyFiles, _ files: [ScannedFile]) -> PolicySource {
+        switch lookup {
+        case .onDisk:
+            return .directory(directory)
+        case .inTree:
+            return .tree { (inode) throws(PolicyReadError) in
+                guard let file = files.first(where: { $0.inode === inode }) else {
+                    throw PolicyReadError("a policy file of the tree is not among the files scanned")
+                }
+                let raw = (file.path + [0]).withUnsafeBufferPointer { name in
+                    name.withMemoryRebound(to: CChar.self) { open($0.baseAddress!, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) }
+                }
+                let shown = displayBytes(file.path)
+                guard raw >= 0 else { throw PolicyReadError(SystemError("open", path: shown).description) }
+                do throws(SystemError) { return try FileDescriptor(owning: raw, path: shown).readAll() } catch {
+                    throw PolicyReadError(error.description)
+                }
+            }
+        }
     }
 }

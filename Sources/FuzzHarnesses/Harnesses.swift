@@ -110,9 +110,13 @@ public enum Harness {
             throw InvariantViolation(description: "an imported layer does not read back: \(error)")
         }
         guard !entries.contains(where: { $0.entry.sparseMap != nil && $0.entry.size > sparseSizeMax }) else { return }
-        let rootfs = Rootfs { (entry, content) throws(OCIError) in
-            try SparseFiles.expand(entry, content, repository: repository, store: false)
-        }
+        let rootfs = Rootfs(
+            expandSparse: { (entry, content) throws(OCIError) in
+                try SparseFiles.expand(entry, content, repository: repository, store: false)
+            },
+            readObject: { (id) throws(OCIError) in
+                do throws(RepositoryError) { return try repository.readObject(id) } catch { throw .repository(error) }
+            })
         guard (try? rootfs.apply(entries, layer: "fuzz")) != nil else { return }
         // Most inputs have no /usr to make a container root of: their trees are written as they are.
         if (try? rootfs.finish(RootfsOptions(), image: "fuzz")) == nil { ContainerRoot.countLinks(rootfs.root) }

@@ -59,9 +59,11 @@ extension ImageStore {
         layers: [(diffID: Digest, stream: ObjectID)], verifyLayers: Bool, storeObjects: Bool
     ) throws(OCIError) -> Rootfs {
         let repository = self.repository
-        let rootfs = Rootfs { (entry, content) throws(OCIError) in
-            try SparseFiles.expand(entry, content, repository: repository, store: storeObjects)
-        }
+        let rootfs = Rootfs(
+            expandSparse: { (entry, content) throws(OCIError) in
+                try SparseFiles.expand(entry, content, repository: repository, store: storeObjects)
+            },
+            readObject: { (id) throws(OCIError) in try repositoryCall { () throws(RepositoryError) in try repository.readObject(id) } })
         for layer in layers {
             let stream = try repositoryCall { () throws(RepositoryError) in
                 try SplitStream(try repository.readObject(layer.stream), algorithm: repository.algorithm)

@@ -4,6 +4,7 @@
 import ComposeFS
 import ComposeFSBase
 import Repository
+import SELinux
 
 public enum OCIError: Error, CustomStringConvertible {
     /// A tar layer that is malformed or hostile; `entry` is the member's path when known.
@@ -20,6 +21,8 @@ public enum OCIError: Error, CustomStringConvertible {
     case unsupported(String)
     /// The merged layers are not a root file system composefs can make an image of.
     case rootfs(image: String, reason: String)
+    /// A bootable image's SELinux policy could not be applied.
+    case selinux(SELinuxError)
     case system(SystemError)
     case repository(RepositoryError)
 
@@ -42,6 +45,8 @@ public enum OCIError: Error, CustomStringConvertible {
             return what
         case let .rootfs(image, reason):
             return "image \(image): \(reason)"
+        case let .selinux(error):
+            return error.description
         case let .system(error):
             return error.description
         case let .repository(error):

@@ -8,7 +8,8 @@
 //   its metadata and keeps the contents;
 // - a hard link names the same inode as its target (nlink counts the names);
 // - then the container-root transform (the root takes /usr's metadata, /run emptied, xattrs
-//   filtered) and, for bootable images, the boot transform.
+//   filtered) and, for bootable images, the boot transform: /boot and /sysroot emptied, then
+//   the SELinux labels of the image's own policy (read from the tree), or none without one.
 // Sparse members are expanded (composefs-rs refuses them): refusing would fail pulls that work
 // today, and an expanded file is exactly what the tar describes.
 // Nothing here touches the host file system: the tree is built in memory.
@@ -17,11 +18,13 @@ import ComposeFS
 import ComposeFSBase
 import EROFS
 import FsVerity
+import SELinux
 
 /// How an image's layers become its tree (`cfsctl oci … --xattrs … --bootable`).
 public struct RootfsOptions: Sendable, Hashable {
     public var xattrs: XattrFilter
-    /// The boot transform: /boot and /sysroot emptied, SELinux labels stripped.
+    /// The boot transform: /boot and /sysroot emptied, SELinux labels from the image's policy
+    /// (none without one).
     public var bootable: Bool
 
     public init(xattrs: XattrFilter = .allowlistOnly, bootable: Bool = false) {
@@ -34,13 +37,19 @@ package struct Rootfs {
     package let root: Inode
     /// Makes the object of a sparse file's expanded content; returns its digest.
     let expandSparse: (_ entry: TarEntry, _ content: EntryContent) throws(OCIError) -> ObjectID
+    /// The content of a stored object (a policy file of a bootable image).
+    let readObject: (ObjectID) throws(OCIError) -> [UInt8]
 
     static let whiteoutPrefix = Array(".wh.".utf8)
     static let opaqueMarker = Array(".wh..opq".utf8)
 
-    package init(expandSparse: @escaping (_ entry: TarEntry, _ content: EntryContent) throws(OCIError) -> ObjectID) {
+    package init(
+        expandSparse: @escaping (_ entry: TarEntry, _ content: EntryContent) throws(OCIError) -> ObjectID,
+        readObject: @escaping (ObjectID) throws(OCIError) -> [UInt8]
+    ) {
         root = Inode(mode: FileMode.directory | 0o755)
         self.expandSparse = expandSparse
+        self.readObject = readObject
     }
 
     /// Applies one layer's entries, in order.
@@ -57,29 +66,22 @@ package struct Rootfs {
             throw .rootfs(image: image, reason: error.description)
         }
         if options.bootable {
-            // composefs-rs labels the tree from the policy under /etc/selinux, and strips the
-            // labels when there is none.
-            guard try !hasSELinuxPolicy(image: image) else {
-                throw .unsupported(
-                    "image \(image): labelling a bootable image from its SELinux policy (/etc/selinux) is not supported yet")
+            let readObject = self.readObject
+            do throws(SELinuxError) {
+                // The hard links it splits are whole copies: the content is in the tree already.
+                _ = try SELinuxLabels.apply(
+                    to: root,
+                    policy: .tree { (file) throws(PolicyReadError) in
+                        if let content = file.content { return content }
+                        guard let digest = file.digest else { return [] }
+                        do throws(OCIError) { return try readObject(digest) } catch { throw PolicyReadError(error.description) }
+                    })
+            } catch {
+                throw .selinux(error)
             }
-            ContainerRoot.forEachInode(root) { $0.filterXattrs { $0 != ContainerRoot.selinuxXattr } }
         }
         ContainerRoot.countLinks(root)
         return root
-    }
-
-    /// Whether /etc/selinux is a directory; a non-directory on the way is an error, as there.
-    private func hasSELinuxPolicy(image: String) throws(OCIError) -> Bool {
-        var directory = root
-        for name in ["etc", "selinux"] {
-            guard let entry = directory.entry(named: Array(name.utf8)) else { return false }
-            guard entry.inode.isDirectory else {
-                throw .rootfs(image: image, reason: "Directory entry \"\(name)\" is not a subdirectory")
-            }
-            directory = entry.inode
-        }
-        return true
     }
 
     // MARK: Paths

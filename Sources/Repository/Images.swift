@@ -28,7 +28,8 @@ public struct DirectoryImageOptions: Sendable {
 extension Repository {
     /// The tree of `directory` as composefs-rs reads it: hard links kept, each file's digest
     /// computed with `algorithm`, each file over the inline limit handed to `store` when one
-    /// is given.
+    /// is given. As there, a bootable tree's SELinux policy is read on disk without a store
+    /// (`compute-id`) and from the tree's files with one (`create-image`).
     public static func tree(
         of directory: String, algorithm: FsVerityAlgorithm, options: DirectoryImageOptions, threads: Int,
         store: (any ObjectStore)? = nil, cache: (any DigestCache)? = nil,
@@ -36,7 +37,7 @@ extension Repository {
     ) throws(RepositoryError) -> Inode {
         let build = BuildOptions(
             scan: ScanOptions(keepHardlinks: true), algorithm: algorithm, threads: threads, containerRoot: options.containerRoot,
-            bootable: options.bootable)
+            bootable: options.bootable, policyFiles: store == nil ? .onDisk : .inTree)
         do throws(BuildError) {
             return try DirectoryTree.build(directory: directory, options: build, store: store, cache: cache, progress: progress)
         } catch {

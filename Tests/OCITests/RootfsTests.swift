@@ -52,7 +52,9 @@ private enum Make {
 }
 
 private func rootfs() -> Rootfs {
-    Rootfs { (_, _) throws(OCIError) in throw .unsupported("no sparse files here") }
+    Rootfs(
+        expandSparse: { (_, _) throws(OCIError) in throw .unsupported("no sparse files here") },
+        readObject: { (id) throws(OCIError) in throw .notFound("object \(id.hex)") })
 }
 
 /// The layers merged, without the transforms.
@@ -209,11 +211,19 @@ private func refusal(_ layers: [[LayerEntry]]) -> String {
         let root = try build([base], RootfsOptions(bootable: true))
         #expect(paths(root) == ["/boot/", "/sysroot/", "/usr/", "/usr/f"])
         #expect(lookup(root, "boot")?.mtime.seconds == 42)
-        // Labels go without a policy; with one, relabelling is not there yet.
+        // Labels go without a policy (etc/selinux without a config names none)...
         #expect(lookup(root, "usr/f")?.xattrs.isEmpty == true)
-        #expect(throws: OCIError.self) {
-            try build([base + [Make.directory("etc"), Make.directory("etc/selinux")]], RootfsOptions(bootable: true))
-        }
+        let unnamed = try build([base + [Make.directory("etc"), Make.directory("etc/selinux")]], RootfsOptions(bootable: true))
+        #expect(lookup(unnamed, "usr/f")?.xattrs.isEmpty == true)
+        // ...and come from the image's own policy when it has one.
+        let policy = [
+            Make.directory("etc"), Make.directory("etc/selinux"), Make.file("etc/selinux/config", "SELINUXTYPE=t\n"),
+            Make.directory("etc/selinux/t"), Make.directory("etc/selinux/t/contexts"), Make.directory("etc/selinux/t/contexts/files"),
+            Make.file("etc/selinux/t/contexts/files/file_contexts", "/.*\tu:r:t:s0\n/usr/f\t--\tu:r:f:s0\n"),
+        ]
+        let labelled = try build([base + policy], RootfsOptions(bootable: true))
+        #expect(lookup(labelled, "usr/f")?.xattr(Array("security.selinux".utf8)) == Array("u:r:f:s0".utf8))
+        #expect(lookup(labelled, "usr")?.xattr(Array("security.selinux".utf8)) == Array("u:r:t:s0".utf8))
         #expect(throws: OCIError.self) { try build([[Make.directory("usr")]], RootfsOptions(bootable: true)) }
     }
 
