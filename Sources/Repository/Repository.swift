@@ -404,33 +404,36 @@ func randomName() -> String {
 
 /// A file with no name until it is linked in (O_TMPFILE).
 final class UnnamedFile {
-    let fd: FileDescriptor
-    /// fs-verity can only be enabled through a descriptor not open for writing.
-    private var readOnly: FileDescriptor?
+    /// Read-write until `seal()`, read-only after it.
+    private(set) var fd: FileDescriptor
+    private var sealed = false
 
     init(in directory: FileDescriptor, mode: mode_t) throws(RepositoryError) {
         fd = try systemCall { () throws(SystemError) in try FileDescriptor.openUnnamed(in: directory, mode: mode) }
     }
 
-    private func readOnlyDescriptor() throws(FsVerityError) -> FileDescriptor {
-        if let readOnly { return readOnly }
+    /// Swaps the writable descriptor for a read-only one: the kernel refuses to enable fs-verity
+    /// (ETXTBSY) while any descriptor of the file is open for writing. Linking in still works.
+    private func seal() throws(FsVerityError) {
+        guard !sealed else { return }
         do throws(SystemError) {
-            let opened = try fd.reopenReadOnly()
-            readOnly = opened
-            return opened
+            fd = try fd.reopenReadOnly()
+            sealed = true
         } catch {
             throw .io(error.code)
         }
     }
 
     func enableVerity(algorithm: FsVerityAlgorithm) throws(FsVerityError) {
+        try seal()
         do {
-            try FsVerity.enable(fileDescriptor: try readOnlyDescriptor().raw, algorithm: algorithm)
+            try FsVerity.enable(fileDescriptor: fd.raw, algorithm: algorithm)
         } catch .alreadyEnabled {}
     }
 
     func measure() throws(FsVerityError) -> ObjectID {
-        try FsVerity.measure(fileDescriptor: try readOnlyDescriptor().raw)
+        try seal()
+        return try FsVerity.measure(fileDescriptor: fd.raw)
     }
 }
 
