@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -499,17 +498,19 @@ class Harness:
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         console = Console(process.stdout, log_path, boot.stop_on)
         timed_out, stopped = False, False
-        while process.poll() is None:
-            if console.stopped.wait(0.5):
-                time.sleep(2)  # the rest of the message
-                stopped = True
-                break
-            if time.monotonic() - started > boot.timeout:
-                timed_out = True
-                break
-        if process.poll() is None:
-            process.kill()
-        process.wait()
+        try:
+            while process.poll() is None:
+                if console.stopped.wait(0.5):
+                    time.sleep(2)  # the rest of the message
+                    stopped = True
+                    break
+                if time.monotonic() - started > boot.timeout:
+                    timed_out = True
+                    break
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
         console.thread.join(timeout=10)
         elapsed = time.monotonic() - started
         if boot.finish:
