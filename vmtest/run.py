@@ -94,7 +94,10 @@ def trixie_packages():
     options = [f"-o=Dir::Etc::sourcelist={apt / 'sources.list'}", "-o=Dir::Etc::sourceparts=-",
                f"-o=Dir::State::Lists={apt / 'lists'}", f"-o=Dir::Cache={apt / 'cache'}",
                "-o=Dir::State::status=/var/lib/dpkg/status", "-o=APT::Sandbox::User=root"]
-    run("apt-get", *options, "update", "-qq")
+    try:
+        run("apt-get", *options, "update", "-qq")
+    except RuntimeError as error:
+        raise Skip(f"cannot reach Debian's trixie archive: {error}")
     depends = run("apt-cache", *options, "depends", "linux-image-amd64", capture=True)
     kernel = re.search(r"Depends: (linux-image-6\S+)", depends)
     if not kernel:
@@ -397,8 +400,9 @@ class Result:
 
 
 class Harness:
-    def __init__(self, work, binaries, setup_root):
+    def __init__(self, work, trixie, binaries, setup_root):
         self.work = work
+        self.trixie = trixie
         self.binaries = binaries
         self.setup_root = setup_root
         self.results = []
@@ -409,7 +413,6 @@ class Harness:
 
     def build(self):
         started = time.monotonic()
-        self.trixie = Trixie(trixie_packages())
         print(f"vmtest: kernel {self.trixie.kernel_version} (trixie), work directory {self.work}", flush=True)
         self.keys, self.vars = make_keys(self.work)
         self.initramfs = build_initramfs(self.work, self.trixie, self.setup_root)
@@ -708,6 +711,7 @@ def main():
     in_ci = os.environ.get("CI") == "true"
     try:
         check_host()
+        trixie = Trixie(trixie_packages())
         for program in [arguments.binaries / name for name in OUR_TOOLS] + [arguments.setup_root]:
             if not program.exists():
                 raise RuntimeError(f"{program} is missing: build it first (scripts/test.sh does)")
@@ -722,7 +726,7 @@ def main():
         CACHE.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))
     started = time.monotonic()
-    harness = Harness(work, arguments.binaries.resolve(), arguments.setup_root.resolve())
+    harness = Harness(work, trixie, arguments.binaries.resolve(), arguments.setup_root.resolve())
     try:
         harness.build()
         boots = harness.boots()
