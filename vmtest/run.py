@@ -226,6 +226,7 @@ def build_tools_disk(work, binaries, expected_ids):
                                         ("usr/dir/nested.bin", 9000), ("usr/dir/empty", 0)])
     os.symlink("usr/dir/nested.bin", share / "tree/link")
     write_tree(share / "tree2", "tree2", [("usr/other.bin", 70000)])
+    run(sys.executable, PROJECT / "scripts/make-oci-image.py", share / "oci", "--big-mib", "1")
     sizes = share / "sizes"
     (sizes / "usr").mkdir()  # cfsctl wants one
     for size in SIZES:
@@ -595,10 +596,13 @@ class Harness:
         ] + [f"{check}-{algorithm}" for algorithm in ["sha256", "sha512"] for check in [
             "cfsctl-init-secure", "cfsctl-meta-json-has-verity", "cfsctl-create-image", "cfsctl-objects-have-verity",
             "cfsctl-fsck", "cfsctl-mount-files-equal-source", "cfsctl-mount-swapped-image"]] + [
+            "oci-init-secure", "oci-pull", "oci-objects-have-verity", "oci-fsck", "oci-mount-reads-files",
+            "oci-copy-zerocopy", "oci-copy-objects-have-verity",
             "fuse-files-equal-source", "fuse-kernel-measurement-checked",
             "fuse-verity-hashes-objects-without-kernel-digest", "fuse-verity-kernel-digest-objects-read"]
         root_checks = ["secure-boot-enforcing", "root-is-the-named-image", "root-read-only", "files-equal-source",
-                       "sysroot-is-physical-root", "etc-writable", "var-writable", "etc-from-image"]
+                       "sysroot-is-physical-root", "only-expected-mounts", "etc-writable", "var-writable",
+                       "etc-from-image"]
         no_new_root = [("new-root-not-reached", r"CFSTEST new root init")]
         refused_by_setup_root = [("setup-root-refuses", r"CFSTEST setup-root refused")]
 

@@ -97,7 +97,23 @@ for algorithm in sha256 sha512; do
     refuses "cfsctl-mount-swapped-image-$algorithm" 'digest|verity|mismatch' cfsctl --repo "$repo" mount "$id" /mnt/image
 done
 
-# 5. composefs-fuse checks the kernel's measurement where there is one (even without -o verity)
+# 5. OCI: a pull into a secure repository stores the layers' files, the split streams and the
+# image with verity; a zero-copy copy into a second one links the same (verity) files.
+repo=/scratch/repo-oci
+check oci-init-secure cfsctl --repo "$repo" init
+check oci-pull cfsctl --repo "$repo" oci pull "oci:$share/oci:test" test
+check oci-objects-have-verity store_has_verity "$repo/objects" sha512
+check oci-fsck cfsctl --repo "$repo" oci fsck
+if cfsctl --repo "$repo" oci mount test /mnt/image; then
+    check oci-mount-reads-files cmp /mnt/image/usr/lib/libbig.so /mnt/image/srv/copy-of-big
+    umount /mnt/image
+else
+    fail oci-mount-reads-files "mount failed"
+fi
+check oci-copy-zerocopy sh -c "cfsctl --repo /scratch/repo-oci-copy init && cfsctl --repo /scratch/repo-oci-copy oci copy test --from $repo --zerocopy"
+check oci-copy-objects-have-verity store_has_verity /scratch/repo-oci-copy/objects sha512
+
+# 6. composefs-fuse checks the kernel's measurement where there is one (even without -o verity)
 # and, with -o verity, hashes objects that have none.
 if composefs-fuse -o basedir=/scratch/store /scratch/tree.cfs /mnt/fuse; then
     check fuse-files-equal-source diff -r "$share/tree" /mnt/fuse
