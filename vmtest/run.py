@@ -526,7 +526,7 @@ class Harness:
     def evaluate(self, boot, text, status, timed_out, stopped, elapsed, log_path):
         results = []
         reported = {}
-        for match in re.finditer(r"^VMCHECK (\S+) (PASS|FAIL)(.*)$", text, re.MULTILINE):
+        for match in re.finditer(r"VMCHECK (\S+) (PASS|FAIL)(.*)$", text, re.MULTILINE):
             reported.setdefault(match.group(1), (match.group(2) == "PASS", match.group(3).strip()))
         for name in boot.checks:
             passed, detail = reported.pop(name, (False, "not reported"))
@@ -608,7 +608,8 @@ class Harness:
 
         def install_checks(version):
             return [f"prepare-boot-{version}-karg-as-computed-on-host", f"uki-{version}-on-esp",
-                    f"state-{version}-made", f"image-{version}-has-verity", "fsck"]
+                    f"state-{version}-made", f"image-{version}-has-verity", f"create-image-bootable-{version}-same-id",
+                    "fsck"]
 
         def chain_boot(name, purpose, version, entry, boots_before, after):
             return Boot(name, purpose, [(self.esp, "rw"), (self.sysroot_disk, "rw")],

@@ -13,6 +13,7 @@ install_version() {
     check "uki-$1-on-esp" test -f "/esp/EFI/Linux/$2.efi"
     check "state-$1-made" test -d "/sysroot/state/deploy/$id/etc/upper" -a -d "/sysroot/state/deploy/$id/var"
     check "image-$1-has-verity" fsverity measure "$repo/images/$id"
+    check "create-image-bootable-$1-same-id" test "$(cfsctl --repo "$repo" create-image --bootable "/sysroot/sources/$1" 2>/dev/null)" = "sha512:$id"
 }
 
 finish_install() {
