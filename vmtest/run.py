@@ -39,6 +39,8 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 MODULES = ["virtio_blk", "crc32c_generic", "ext4", "erofs", "overlay", "efivarfs", "vfat",
            "nls_cp437", "nls_ascii", "nls_utf8"]
 OUR_TOOLS = ["cfsctl", "mkcomposefs", "mount.composefs", "composefs-fuse", "composefs-info"]
+# composefs-rs 0.9, to boot and check side by side with ours (beside the checkout, as in CI).
+REFERENCE = PROJECT.parent / "shared/reference/composefs-rs-0.9.0"
 # Whole seconds: ext4's `mkfs -d` keeps no nanoseconds, and the image ids depend on mtimes.
 MTIME = {"v1": 1700000000, "v2": 1700100000, "junk": 1700200000}
 CHAIN_CMDLINE = "rw console=ttyS0 panic=-1 loglevel=4 cfstest=chain"
@@ -176,16 +178,23 @@ def write_cpio(source, destination):
                        input=files.encode(), stdout=output, check=True)
 
 
-def build_initramfs(work, trixie, setup_root):
-    tree = work / "initramfs"
+def build_initramfs(work, trixie, setup_root, name="initramfs"):
+    """busybox, /init, the modules and `setup_root` (with the libraries it needs, if any)."""
+    tree = work / name
     for directory in ["bin", "lib/modules", "lib/cfstest", "lib64", "usr/bin"]:
         (tree / directory).mkdir(parents=True, exist_ok=True)
     shutil.copy("/bin/busybox", tree / "bin/busybox")
     shutil.copy(GUEST / "init", tree / "init")
     shutil.copy(GUEST / "lib.sh", tree / "lib/cfstest/lib.sh")
     shutil.copy(setup_root, tree / "usr/bin/composefs-setup-root")
-    # The tools disk brings the dynamic loader and libraries of the tools it holds.
-    os.symlink("/tools/lib/ld-linux-x86-64.so.2", tree / "lib64/ld-linux-x86-64.so.2")
+    libraries = shared_libraries(setup_root) if subprocess.run(
+        ["ldd", setup_root], capture_output=True).returncode == 0 else []
+    for library in libraries:
+        (tree / library.relative_to("/")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(library, tree / library.relative_to("/"))
+    if not libraries:
+        # The tools disk brings the dynamic loader and libraries of the tools it holds.
+        os.symlink("/tools/lib/ld-linux-x86-64.so.2", tree / "lib64/ld-linux-x86-64.so.2")
     names = []
     for name, path in module_files(trixie):
         # Decompressed here (busybox insmod reads plain modules); the signature stays appended.
@@ -193,8 +202,8 @@ def build_initramfs(work, trixie, setup_root):
         (tree / "lib/modules" / f"{name}.ko").write_bytes(data)
         names.append(name)
     (tree / "lib/modules/order").write_text("\n".join(names) + "\n")
-    write_cpio(tree, work / "initramfs.cpio")
-    return work / "initramfs.cpio"
+    write_cpio(tree, work / f"{name}.cpio")
+    return work / f"{name}.cpio"
 
 
 def pseudo_random(seed, size):
@@ -211,10 +220,13 @@ def build_tools_disk(work, binaries, expected_ids):
     tools = work / "tools"
     for directory in ["bin", "lib", "guest", "share/sizes", "share/expected"]:
         (tools / directory).mkdir(parents=True, exist_ok=True)
-    programs = [binaries / name for name in OUR_TOOLS] + [Path(shutil.which("fsverity"))]
+    programs = [(binaries / name, "bin") for name in OUR_TOOLS] + [(Path(shutil.which("fsverity")), "bin")]
+    if REFERENCE.exists():
+        programs.append((REFERENCE / "cfsctl", "reference"))
     libraries = set()
-    for program in programs:
-        shutil.copy(program, tools / "bin" / program.name)
+    for program, directory in programs:
+        (tools / directory).mkdir(exist_ok=True)
+        shutil.copy(program, tools / directory / program.name)
         libraries.update(shared_libraries(program))
     for library in libraries:
         shutil.copy(library, tools / "lib" / library.name)
@@ -453,6 +465,14 @@ class Harness:
         where = data.find(self.ids["v1"].encode())
         data[where] = ord("0") if data[where] != ord("0") else ord("1")
         self.modified_uki.write_bytes(data)
+        # The first version again, booted by composefs-rs 0.9's composefs-setup-root.
+        self.reference_uki = None
+        if REFERENCE.exists():
+            initramfs = build_initramfs(self.work, self.trixie, REFERENCE / "composefs-setup-root", "initramfs-reference")
+            self.reference_uki = self.work / "os-ref.efi"
+            sign(self.keys, build_uki(self.work, self.trixie, initramfs,
+                                      f"composefs.digest=v1-sha512-12:{self.ids['v1']} {CHAIN_CMDLINE}",
+                                      roots["v1"] / "usr/lib/os-release", "reference"), self.reference_uki)
 
         self.tools_disk = build_tools_disk(self.work, self.binaries, self.ids)
         self.scratch_disk = self.work / "scratch.img"
@@ -604,6 +624,7 @@ class Harness:
                        "sysroot-is-physical-root", "only-expected-mounts", "etc-writable", "var-writable",
                        "etc-from-image"]
         no_new_root = [("new-root-not-reached", r"CFSTEST new root init")]
+        nothing_left = [("nothing-left-mounted", r"CFSTEST left mounted")]
         refused_by_setup_root = [("setup-root-refuses", r"CFSTEST setup-root refused")]
 
         def install_checks(version):
@@ -611,17 +632,21 @@ class Harness:
                     f"state-{version}-made", f"image-{version}-has-verity", f"create-image-bootable-{version}-same-id",
                     "fsck"]
 
-        def chain_boot(name, purpose, version, entry, boots_before, after):
+        def chain_boot(name, purpose, version, entry, boots_before, after, files=()):
+            def prepare():
+                for source, destination in files:
+                    mcopy(self.esp, source, destination)
+                set_default_entry(work, self.esp, entry)
             return Boot(name, purpose, [(self.esp, "rw"), (self.sysroot_disk, "rw")],
-                        checks=root_checks, after=after,
-                        prepare=lambda: set_default_entry(work, self.esp, entry),
+                        checks=root_checks, after=after, prepare=prepare,
                         expect=[("booted-" + version, rf"^CFSTEST version {version}$"),
                                 ("state-persisted", rf"^CFSTEST earlier boots etc={boots_before} var={boots_before}$"),
                                 ("kernel-lockdown", r"^CFSTEST lockdown .*\[integrity\]"),
                                 ("powered-off", r"reboot: Power down")])
 
-        def refusal(name, purpose, disks, expect, prepare=None, after=("install-v1",), stop_on="", timeout=240):
-            return Boot(name, purpose, disks, expect=expect, forbid=no_new_root, prepare=prepare,
+        def refusal(name, purpose, disks, expect, prepare=None, after=("install-v1",), stop_on="", timeout=240,
+                    forbid=no_new_root + nothing_left):
+            return Boot(name, purpose, disks, expect=expect, forbid=forbid, prepare=prepare,
                         after=list(after), stop_on=stop_on, timeout=timeout)
 
         def installed_copy(suffix, edit=None):
@@ -658,6 +683,33 @@ class Harness:
         def snapshot_installed():
             copy_sparse(self.sysroot_disk, installed_root)
             copy_sparse(self.esp, installed_esp)
+
+        def both(*prepares):
+            def prepare():
+                for step in prepares:
+                    step()
+            return prepare
+
+        reference_boots = []
+        if self.reference_uki:
+            reference_entry = [(self.reference_uki, "/EFI/Linux/os-ref.efi")]
+            reference_boots = [
+                chain_boot("reference-chain-v1", "composefs-rs 0.9's setup-root boots what ours installed",
+                           "v1", "os-ref.efi", 3, ["rollback-v1"], files=reference_entry),
+                refusal("reference-swapped-image", "composefs-rs 0.9's setup-root also refuses the swapped image",
+                        [(work / "esp-ref-swapped.img", "rw"), (work / "sysroot-ref-swapped.img", "rw")],
+                        refused_by_setup_root, forbid=no_new_root,
+                        prepare=both(esp_with("ref-swapped", reference_entry, "os-ref.efi"),
+                                     installed_copy("ref-swapped", swap_image))),
+                refusal("reference-missing-state", "composefs-rs 0.9's setup-root and a missing state directory",
+                        [(work / "esp-ref-stateless.img", "rw"), (work / "sysroot-ref-stateless.img", "rw")],
+                        refused_by_setup_root, forbid=no_new_root,
+                        prepare=both(esp_with("ref-stateless", reference_entry, "os-ref.efi"),
+                                     installed_copy("ref-stateless", remove_state))),
+            ]
+            tool_checks += ["reference-init-secure", "reference-same-image-id", "reference-objects-have-verity",
+                            "reference-fsck-of-our-repository", "fsck-of-reference-repository",
+                            "reference-repository-mounted-by-ours", "our-repository-mounted-by-reference"]
 
         return [
             Boot("tools", "fs-verity on a real kernel, for every tool", [tools, (self.scratch_disk, "rw")],
@@ -702,7 +754,7 @@ class Harness:
                     [(installed_esp, "snapshot"), (work / "sysroot-stateless.img", "rw")],
                     refused_by_setup_root + [("reason", r"^Error: the deployment's state directory .* does not exist")],
                     prepare=installed_copy("stateless", remove_state)),
-        ]
+        ] + reference_boots
 
 
 def main():
@@ -723,6 +775,10 @@ def main():
     except Skip as reason:
         print(f"SKIP vmtest: {reason}")
         return 1 if in_ci else 0
+    if not REFERENCE.exists():
+        print(f"SKIP vmtest's boots and checks with composefs-rs 0.9: {REFERENCE} is missing")
+        if in_ci:
+            return 1
     if arguments.workdir:
         shutil.rmtree(arguments.workdir, ignore_errors=True)
         arguments.workdir.mkdir(parents=True)

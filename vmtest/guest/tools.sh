@@ -113,7 +113,32 @@ fi
 check oci-copy-zerocopy sh -c "cfsctl --repo /scratch/repo-oci-copy init && cfsctl --repo /scratch/repo-oci-copy oci copy test --from $repo --zerocopy"
 check oci-copy-objects-have-verity store_has_verity /scratch/repo-oci-copy/objects sha512
 
-# 6. composefs-fuse checks the kernel's measurement where there is one (even without -o verity)
+# 6. Side by side with composefs-rs 0.9's cfsctl (when the harness brought it): the same ids,
+# and each checks and mounts the other's secure repository.
+reference=/tools/reference/cfsctl
+if [ -x "$reference" ]; then
+    ours=/scratch/repo-ours
+    theirs=/scratch/repo-theirs
+    check reference-init-secure "$reference" --repo "$theirs" init
+    cfsctl --repo "$ours" init >/dev/null
+    our_id=$(cfsctl --repo "$ours" create-image "$share/tree" tree 2>/dev/null)
+    their_id=$("$reference" --repo "$theirs" create-image "$share/tree" tree 2>/dev/null)
+    check reference-same-image-id test -n "$our_id" -a "$our_id" = "$their_id"
+    check reference-objects-have-verity store_has_verity "$theirs/objects" sha512
+    check reference-fsck-of-our-repository "$reference" --repo "$ours" fsck
+    check fsck-of-reference-repository cfsctl --repo "$theirs" fsck
+    for pair in "cfsctl $theirs reference-repository-mounted-by-ours" "$reference $ours our-repository-mounted-by-reference"; do
+        set -- $pair
+        if $1 --repo "$2" mount "${our_id#*:}" /mnt/image; then
+            check "$3" diff -r "$share/tree" /mnt/image
+            umount /mnt/image
+        else
+            fail "$3" "mount failed"
+        fi
+    done
+fi
+
+# 7. composefs-fuse checks the kernel's measurement where there is one (even without -o verity)
 # and, with -o verity, hashes objects that have none.
 if composefs-fuse -o basedir=/scratch/store /scratch/tree.cfs /mnt/fuse; then
     check fuse-files-equal-source diff -r "$share/tree" /mnt/fuse
