@@ -80,5 +80,5 @@ swift build --build-tests
 swift build -c release --product composefs-setup-root
 swift test --skip-build --parallel --num-workers 2
 # The boot chain and fs-verity for real: qemu (TCG) boots trixie's kernel under OVMF with Secure
-# Boot (about 1.5 minutes on 2 cores, downloads cached in /var/tmp/composefs-vm).
+# Boot (about 2 minutes on 2 cores, downloads cached in /var/tmp/composefs-vm).
 python3 vmtest/run.py
