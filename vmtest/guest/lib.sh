@@ -34,10 +34,11 @@ refuses() {
     fi
 }
 
-# The device of the file system labelled $1 (virtio disks may appear after the module loads).
+# The device of the file system labelled $1 (virtio disks may appear after the module loads;
+# 30 s for slow emulation).
 disk_labelled() {
     tries=0
-    while [ $tries -lt 100 ]; do
+    while [ $tries -lt 300 ]; do
         if device=$(findfs "LABEL=$1" 2>/dev/null); then
             echo "$device"
             return 0
