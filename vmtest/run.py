@@ -608,7 +608,7 @@ class Harness:
         digest_checks = [f"kernel-digest-sha256-size-{size}" for size in SIZES] + \
             [f"kernel-digest-sha512-size-{size}" for size in SIZES if size > 64]
         tool_checks = [
-            "mkcomposefs-digest-store", "mkcomposefs-objects-have-verity", "mount-composefs-digest",
+            "composefs-info-measure-file-is-kernel-digest", "mkcomposefs-digest-store", "mkcomposefs-objects-have-verity", "mount-composefs-digest",
             "mount-composefs-files-equal-source", "mount-composefs-is-verity-required",
             "mount-composefs-wrong-digest", "mount-composefs-image-without-verity",
             "mount-composefs-tampered-object-eio", "mount-composefs-tampered-store-other-files-read",

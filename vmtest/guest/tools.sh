@@ -36,6 +36,10 @@ for algorithm in sha256 sha512; do
     done < "$share/sizes/expected-$algorithm"
 done
 
+# composefs-info measure-file reports the kernel's measurement of a file that has verity.
+check composefs-info-measure-file-is-kernel-digest sh -c \
+    "test \"sha256:\$(composefs-info measure-file /scratch/sizes-sha256/size-4097)\" = \"\$(fsverity measure /scratch/sizes-sha256/size-4097 | cut -d' ' -f1)\""
+
 # 2. mkcomposefs --digest-store enables verity on the objects it writes.
 mkdir -p /mnt/image /mnt/fuse
 check mkcomposefs-digest-store mkcomposefs --digest-store=/scratch/store "$share/tree" /scratch/tree.cfs
