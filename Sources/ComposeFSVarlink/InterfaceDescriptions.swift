@@ -3,10 +3,9 @@
 // org.composefs.Oci, as its service declares them.
 
 enum InterfaceDescriptions {
-    /// Both interfaces define it, as composefs-rs's do.
-    private static let fsckReply = """
-        # Result of a repository consistency check.
-        type FsckReply (
+    /// What a consistency check reports: FsckReply's fields, which Repository's Fsck method
+    /// lists again as its reply, as composefs-rs's description does.
+    private static let fsckFields = """
           ok: bool,
           has_metadata: bool,
           objects_checked: int,
@@ -18,6 +17,13 @@ enum InterfaceDescriptions {
           broken_links: int,
           missing_objects: int,
           errors: []string
+        """
+
+    /// Both interfaces define it, as composefs-rs's do.
+    private static let fsckReply = """
+        # Result of a repository consistency check.
+        type FsckReply (
+        \(fsckFields)
         )
         """
 
@@ -63,17 +69,7 @@ enum InterfaceDescriptions {
 
         # Check repository integrity and return the structured result.
         method Fsck(handle: int, metadata_only: ?bool) -> (
-          ok: bool,
-          has_metadata: bool,
-          objects_checked: int,
-          objects_corrupted: int,
-          streams_checked: int,
-          streams_corrupted: int,
-          images_checked: int,
-          images_corrupted: int,
-          broken_links: int,
-          missing_objects: int,
-          errors: []string
+        \(fsckFields)
         )
 
         # Run garbage collection (or a dry run) and return what was removed.
