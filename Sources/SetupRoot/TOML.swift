@@ -359,15 +359,7 @@ struct TOMLParser {
         var scalars = String.UnicodeScalarView()
         while true {
             guard let byte = peek() else { throw error("unterminated multi-line string") }
-            if starts(with: "\"\"\"") {
-                offset += 3
-                // Up to two more quotes belong to the string.
-                for _ in 0..<2 where peek() == UInt8(ascii: "\"") {
-                    scalars.append("\"")
-                    offset += 1
-                }
-                return String(scalars)
-            }
+            if closesMultilineString(quote: "\"", appendingTo: &scalars) { return String(scalars) }
             if byte == UInt8(ascii: "\\") {
                 var look = offset + 1
                 while look < bytes.count, bytes[look] == UInt8(ascii: " ") || bytes[look] == UInt8(ascii: "\t") { look += 1 }
@@ -401,16 +393,23 @@ struct TOMLParser {
         var scalars = String.UnicodeScalarView()
         while true {
             guard peek() != nil else { throw error("unterminated multi-line string") }
-            if starts(with: "'''") {
-                offset += 3
-                for _ in 0..<2 where peek() == UInt8(ascii: "'") {
-                    scalars.append("'")
-                    offset += 1
-                }
-                return String(scalars)
-            }
+            if closesMultilineString(quote: "'", appendingTo: &scalars) { return String(scalars) }
             try appendCharacter(to: &scalars, multiline: true)
         }
+    }
+
+    /// At three `quote`s, consumes them and up to two more quotes, which belong to the string
+    /// (four quotes end a string with one quote); says whether the string ended.
+    private mutating func closesMultilineString(
+        quote: Unicode.Scalar, appendingTo scalars: inout String.UnicodeScalarView
+    ) -> Bool {
+        guard starts(with: String(repeating: String(quote), count: 3)) else { return false }
+        offset += 3
+        for _ in 0..<2 where peek() == UInt8(ascii: quote) {
+            scalars.append(quote)
+            offset += 1
+        }
+        return true
     }
 
     private mutating func skipFirstNewline() throws(TOMLError) {

@@ -80,6 +80,14 @@ import Testing
         #expect(document["s"] == .string("one two"))
     }
 
+    /// Up to two quotes right before the closing three belong to a multi-line string.
+    @Test func multilineStringsEndingInQuotes() throws {
+        let document = try TOMLParser.parse("b = \"\"\"x\"\"\"\"\"\nl = \'\'\'y\'\'\'\'\nn = \"\"\"z\"\"\"\n")
+        #expect(document["b"] == .string("x\"\""))
+        #expect(document["l"] == .string("y\'"))
+        #expect(document["n"] == .string("z"))
+    }
+
     /// Each is refused with the line where reading stopped.
     @Test(arguments: [
         ("[etc\nmount = \"bind\"", 1),
