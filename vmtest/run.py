@@ -166,9 +166,13 @@ def module_files(trixie):
 
 
 def shared_libraries(binary):
-    """The libraries ldd resolves for `binary`, and its program interpreter."""
-    output = run("ldd", binary, capture=True)
-    return sorted({Path(match) for match in re.findall(r"(/\S+) \(0x", output)})
+    """The libraries ldd resolves for `binary`, and its program interpreter; none for a static one."""
+    result = subprocess.run(["ldd", str(binary)], capture_output=True, text=True)
+    if "not a dynamic executable" in result.stdout + result.stderr:
+        return []
+    if result.returncode != 0:
+        raise RuntimeError(f"ldd {binary} failed:\n{result.stdout}{result.stderr}")
+    return sorted({Path(match) for match in re.findall(r"(/\S+) \(0x", result.stdout)})
 
 
 def write_cpio(source, destination):
@@ -187,8 +191,7 @@ def build_initramfs(work, trixie, setup_root, name="initramfs"):
     shutil.copy(GUEST / "init", tree / "init")
     shutil.copy(GUEST / "lib.sh", tree / "lib/cfstest/lib.sh")
     shutil.copy(setup_root, tree / "usr/bin/composefs-setup-root")
-    libraries = shared_libraries(setup_root) if subprocess.run(
-        ["ldd", setup_root], capture_output=True).returncode == 0 else []
+    libraries = shared_libraries(setup_root)
     for library in libraries:
         (tree / library.relative_to("/")).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(library, tree / library.relative_to("/"))
